@@ -1,0 +1,5 @@
+"""One router per resource; `ROUTERS` is the order they are mounted in."""
+
+from api.routes import health, keys, workspace
+
+ROUTERS = [health.router, workspace.router, keys.router]

@@ -1,0 +1,1 @@
+"""The `waymark` command line (typer): `dev`, `api`, `worker`, `db`, `workspaces`, `keys`, ..."""

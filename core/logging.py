@@ -1,0 +1,73 @@
+"""structlog for everything: Waymark's own logs, the standard library's, uvicorn's and Temporal's.
+
+JSON when stderr is not a TTY (production, CI), a readable console on a TTY. Context (request id,
+workspace, flow, profile) is bound through `structlog.contextvars` and lands on every line.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import sys
+
+import structlog
+
+from core.settings import Settings
+
+_SHARED: list[structlog.types.Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.stdlib.ExtraAdder(),
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+]
+
+
+def configure_logging(settings: Settings) -> None:
+    use_json = settings.log_format == "json" or (
+        settings.log_format == "auto" and not sys.stderr.isatty()
+    )
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            *_SHARED,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if use_json else _identity,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    # uvicorn and temporalio log through the root handler, never their own.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "temporalio"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+
+
+def _identity(_logger: object, _name: str, event_dict: dict) -> dict:
+    return event_dict
+
+
+def uvicorn_log_config() -> dict:
+    """A uvicorn `log_config` that leaves handlers to `configure_logging`."""
+    return {"version": 1, "disable_existing_loggers": False}

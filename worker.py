@@ -1,0 +1,63 @@
+"""The Waymark worker: runs every workflow and activity on the task queue.
+
+`waymark worker` (or `python worker.py`). Stops gracefully on SIGTERM / SIGINT: it stops polling,
+gives running activities `GRACEFUL_SHUTDOWN` to finish (then cancels them), and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+import workflows
+from activities import build_activities
+from core import temporal
+from core.db import create_engine
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+log = structlog.get_logger(__name__)
+
+
+def build_worker(client: Client, settings: Settings, engine, *, task_queue: str | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=workflows.ALL,
+        activities=build_activities(engine, settings),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    engine = create_engine(settings)
+    client = await temporal.connect(settings)
+    worker = build_worker(client, settings, engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", task_queue=settings.task_queue, namespace=settings.temporal_namespace)
+    try:
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping: finishing in-flight activities")
+    finally:
+        await engine.dispose()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()
