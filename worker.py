@@ -25,7 +25,9 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 log = structlog.get_logger(__name__)
 
 
-def build_worker(client: Client, settings: Settings, engine, *, task_queue: str | None = None) -> Worker:
+def build_worker(
+    client: Client, settings: Settings, engine, *, task_queue: str | None = None
+) -> Worker:
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -43,7 +45,9 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", task_queue=settings.task_queue, namespace=settings.temporal_namespace)
+    log.info(
+        "worker started", task_queue=settings.task_queue, namespace=settings.temporal_namespace
+    )
     try:
         async with worker:
             await stop.wait()

@@ -43,7 +43,9 @@ def get_temporal(request: Request) -> Client:
     return request.app.state.temporal
 
 
-async def get_session(engine: Annotated[AsyncEngine, Depends(get_engine)]) -> AsyncIterator[AsyncSession]:
+async def get_session(
+    engine: Annotated[AsyncEngine, Depends(get_engine)],
+) -> AsyncIterator[AsyncSession]:
     """A session for the route. Writes commit explicitly before answering (a 2xx means durable)."""
     async with session_factory(engine)() as session:
         yield session

@@ -93,7 +93,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"loc": _loc(err.get("loc", ())), "message": err.get("msg", ""), "type": err.get("type")}
+            {
+                "loc": _loc(err.get("loc", ())),
+                "message": err.get("msg", ""),
+                "type": err.get("type"),
+            }
             for err in exc.errors()
         ]
         summary = "; ".join(f"{d['loc']}: {d['message']}" for d in details[:5])

@@ -77,7 +77,7 @@ def dev(
             console.print(f"registered search attributes: {', '.join(added)}")
         console.print("applying database migrations …")
         migrate.upgrade(settings.database_url)
-        demo = asyncio.run(_demo_workspace(settings, data / DEMO_FILE))
+        demo = _demo_workspace(settings, data / DEMO_FILE)
 
         for command in ("worker", "api"):
             children.append(subprocess.Popen([sys.executable, "-m", "cli", command], env=env))
@@ -102,24 +102,28 @@ async def _register_search_attributes(settings: Settings) -> list[str]:
     return await temporal.ensure_search_attributes(client, settings.temporal_namespace)
 
 
-async def _demo_workspace(settings: Settings, path: Path) -> dict:
+def _demo_workspace(settings: Settings, path: Path) -> dict:
     """The demo workspace and its keys, made on first start and remembered in the data dir."""
+    saved = json.loads(path.read_text()) if path.exists() else None
+    demo = asyncio.run(_ensure_demo(settings, saved))
+    if demo != saved:
+        path.write_text(json.dumps(demo, indent=2))
+        path.chmod(0o600)
+    return demo
+
+
+async def _ensure_demo(settings: Settings, saved: dict | None) -> dict:
     engine = create_engine(settings)
     try:
         async with session_scope(engine) as session:
-            if path.exists():
-                demo = json.loads(path.read_text())
-                if await authenticate_private(session, demo["admin_key"]):
-                    return demo
+            if saved and await authenticate_private(session, saved["admin_key"]):
+                return saved
             workspace, admin = await create_workspace(session, "Demo shop")
-        demo = {
+        return {
             "workspace_id": str(workspace.id),
             "write_key": workspace.public_key,
             "admin_key": admin.secret,
         }
-        path.write_text(json.dumps(demo, indent=2))
-        path.chmod(0o600)
-        return demo
     finally:
         await engine.dispose()
 

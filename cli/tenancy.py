@@ -51,7 +51,9 @@ def create_workspace(
     name: str, timezone: Annotated[str, typer.Option(help="IANA time zone")] = "UTC"
 ) -> None:
     """Create a workspace; prints its public write key and a first admin key (shown once)."""
-    workspace, admin = run_in_session(lambda s: tenancy.create_workspace(s, name, timezone=timezone))
+    workspace, admin = run_in_session(
+        lambda s: tenancy.create_workspace(s, name, timezone=timezone)
+    )
     console.print(f"workspace  {workspace.id}  {workspace.name}")
     console.print(f"write key  {workspace.public_key}   (public: tracking snippets, HTTP Basic)")
     console.print(f"admin key  {admin.secret}   (private: shown once, store it now)")
@@ -59,9 +61,11 @@ def create_workspace(
 
 @workspaces.command("list")
 def list_workspaces() -> None:
-    rows = run_in_session(
-        lambda s: s.execute(select(Workspace).order_by(Workspace.created_at))
-    ).scalars().all()
+    rows = (
+        run_in_session(lambda s: s.execute(select(Workspace).order_by(Workspace.created_at)))
+        .scalars()
+        .all()
+    )
     table = Table("id", "name", "timezone", "created")
     for w in rows:
         table.add_row(str(w.id), w.name, w.timezone, w.created_at.isoformat(timespec="seconds"))

@@ -1,1 +1,1 @@
-"""Core plumbing shared by the API, the worker and the CLI: settings, database, logging, security."""
+"""Plumbing shared by the API, the worker and the CLI: settings, database, logging, tenancy."""

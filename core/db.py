@@ -14,7 +14,12 @@ from core.settings import Settings
 
 def sqlalchemy_url(url: str) -> str:
     """Any PostgreSQL URL (`postgres://`, `postgresql://`, ...) as a psycopg 3 SQLAlchemy URL."""
-    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgresql://", "postgres://"):
+    for prefix in (
+        "postgresql+psycopg://",
+        "postgresql+psycopg2://",
+        "postgresql://",
+        "postgres://",
+    ):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     raise ValueError(f"not a PostgreSQL URL: {url.split('://', 1)[0]}://…")
@@ -27,7 +32,9 @@ def libpq_url(url: str) -> str:
 
 def create_engine(settings: Settings) -> AsyncEngine:
     if not settings.database_url:
-        raise RuntimeError("DATABASE_URL is not set (`waymark dev` sets it for the embedded server)")
+        raise RuntimeError(
+            "DATABASE_URL is not set (`waymark dev` sets it for the embedded server)"
+        )
     return create_async_engine(
         sqlalchemy_url(settings.database_url),
         pool_size=settings.database_pool_size,

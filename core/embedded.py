@@ -34,7 +34,9 @@ def start_postgres(pgdata: Path, database: str) -> tuple[object, str]:
 
 def ensure_database(admin_url: str, database: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{database}"')
 
@@ -101,7 +103,9 @@ class TemporalDevServer:
             self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         deadline = time.monotonic() + timeout
-        while not (port_is_open("127.0.0.1", self.port) and port_is_open("127.0.0.1", self.ui_port)):
+        while not (
+            port_is_open("127.0.0.1", self.port) and port_is_open("127.0.0.1", self.ui_port)
+        ):
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Temporal dev server exited; see {log_file}")
             if time.monotonic() > deadline:

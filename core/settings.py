@@ -15,7 +15,7 @@ PLACEHOLDER_SECRETS = frozenset({"", "change-me", "dev-insecure-secret-change-me
 
 
 class Settings(BaseSettings):
-    """Every setting Waymark reads. Env vars are `WAYMARK_<FIELD>` unless an alias says otherwise."""
+    """Every setting Waymark reads: env var `WAYMARK_<FIELD>` unless an alias says otherwise."""
 
     model_config = SettingsConfigDict(
         env_prefix="WAYMARK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"

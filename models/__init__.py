@@ -5,8 +5,47 @@ Importing this package registers every table on `SQLModel.metadata` (Alembic's t
 
 from sqlmodel import SQLModel
 
+from models.event import Event, EventOutbox, Metric
+from models.lists import ListAction, ListMember, ListMembershipChange, ProfileList
+from models.profile import (
+    Channel,
+    Consent,
+    ConsentChange,
+    ConsentSource,
+    ConsentState,
+    Profile,
+    ProfileAlias,
+    PropertyDefinition,
+    PropertyType,
+    PushSubscription,
+    Suppression,
+)
 from models.workspace import ApiKey, Scope, Workspace
 
 metadata = SQLModel.metadata
 
-__all__ = ["ApiKey", "Scope", "Workspace", "metadata"]
+__all__ = [
+    "ApiKey",
+    "Channel",
+    "Consent",
+    "ConsentChange",
+    "ConsentSource",
+    "ConsentState",
+    "Event",
+    "EventOutbox",
+    "ListAction",
+    "ListMember",
+    "ListMembershipChange",
+    "Metric",
+    "Profile",
+    "ProfileAlias",
+    "ProfileList",
+    "PropertyDefinition",
+    "PropertyType",
+    "PushSubscription",
+    "Scope",
+    "Suppression",
+    "Workspace",
+    "metadata",
+    "SQLModel",
+]

@@ -19,14 +19,16 @@ def id_field() -> Any:
     return Field(default_factory=uuid.uuid4, primary_key=True)
 
 
-def workspace_fk() -> Any:
-    """`workspace_id` of a row that belongs to one workspace; rows go with their workspace."""
+def workspace_fk(*, index: bool = True) -> Any:
+    """`workspace_id` of a row that belongs to one workspace; rows go with their workspace.
+
+    `index=False` where a composite index already starts with `workspace_id`."""
     return Field(
         sa_column=Column(
             UUID(as_uuid=True),
             ForeignKey("workspaces.id", ondelete="CASCADE"),
             nullable=False,
-            index=True,
+            index=index,
         )
     )
 

@@ -51,7 +51,9 @@ async def get_workspace(principal: Reader, session: SessionDep) -> Workspace:
 
 
 @router.patch("", response_model=WorkspacePublic)
-async def update_workspace(body: WorkspaceUpdate, principal: Admin, session: SessionDep) -> Workspace:
+async def update_workspace(
+    body: WorkspaceUpdate, principal: Admin, session: SessionDep
+) -> Workspace:
     workspace = await _load(session, principal.workspace_id)
     for field, value in body.model_dump(exclude_unset=True, exclude_none=True).items():
         setattr(workspace, field, value)

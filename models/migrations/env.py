@@ -16,7 +16,9 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(sqlalchemy_url(config.get_main_option("sqlalchemy.url")), poolclass=pool.NullPool)
+    engine = create_engine(
+        sqlalchemy_url(config.get_main_option("sqlalchemy.url")), poolclass=pool.NullPool
+    )
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()
