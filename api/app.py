@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.middleware import RequestContextMiddleware
@@ -37,6 +38,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Storefronts call the tracking and push endpoints from the browser. Keys travel in the
+    # Authorization header, never in cookies, so any origin may call.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        max_age=86400,
+    )
     app.add_middleware(RequestContextMiddleware)
     for router in ROUTERS:
         app.include_router(router)

@@ -13,8 +13,7 @@ from fastapi.security import (
     HTTPBasicCredentials,
     HTTPBearer,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio.client import Client
 
 from api.errors import ApiError

@@ -5,7 +5,8 @@ Importing this package registers every table on `SQLModel.metadata` (Alembic's t
 
 from sqlmodel import SQLModel
 
-from models.event import Event, EventOutbox, Metric
+from models.event import Event, EventOutbox, Metric, ProcessedCall
+from models.imports import ImportFileChunk, ImportJob, ImportRow, ImportRowError, ImportStatus
 from models.lists import ListAction, ListMember, ListMembershipChange, ProfileList
 from models.profile import (
     Channel,
@@ -33,6 +34,11 @@ __all__ = [
     "ConsentState",
     "Event",
     "EventOutbox",
+    "ImportFileChunk",
+    "ImportJob",
+    "ImportRow",
+    "ImportRowError",
+    "ImportStatus",
     "ListAction",
     "ListMember",
     "ListMembershipChange",
@@ -40,6 +46,7 @@ __all__ = [
     "Profile",
     "ProfileAlias",
     "ProfileList",
+    "ProcessedCall",
     "PropertyDefinition",
     "PropertyType",
     "PushSubscription",

@@ -77,4 +77,21 @@ class Metric(SQLModel, table=True):
     last_seen_at: datetime = created_at_field()
 
 
-__all__ = ["Event", "EventOutbox", "Metric"]
+
+
+
+class ProcessedCall(SQLModel, table=True):
+    """Message ids of tracking calls that are not events (identify, alias), so a replay of one
+    changes nothing — events are deduplicated by their own unique index."""
+
+    __tablename__ = "processed_calls"
+
+    workspace_id: uuid.UUID = Field(
+        sa_column=Column(
+            UUID(as_uuid=True),
+            ForeignKey("workspaces.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    message_id: str = Field(primary_key=True, max_length=255)
+    received_at: datetime = created_at_field()

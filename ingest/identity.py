@@ -1,0 +1,158 @@
+"""Who a call is about: Segment's `userId` / `anonymousId` resolved to profiles, set-based.
+
+- A `userId` is a profile's `external_id`; a profile is created the first time one is seen.
+- An `anonymousId` is an alias (profile_aliases) of a profile; an anonymous profile is created
+  the first time one is seen.
+- A call carrying both ties them together: the anonymous id becomes an alias of the known
+  profile, and an anonymous profile that id had is merged into it (events move, no duplicates).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ingest.profiles import merge_profiles
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str | None = None
+    anonymous_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.user_id or self.anonymous_id):
+            raise ValueError("userId or anonymousId is required")
+
+
+_KNOWN = text(
+    """
+    WITH wanted AS (SELECT DISTINCT u FROM unnest(CAST(:uids AS text[])) AS u ORDER BY u),
+    created AS (
+        INSERT INTO profiles (id, workspace_id, external_id)
+        SELECT gen_random_uuid(), :ws, u FROM wanted
+        ON CONFLICT (workspace_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
+        RETURNING id, external_id
+    )
+    SELECT external_id, id FROM created
+    UNION ALL
+    SELECT p.external_id, p.id FROM profiles p JOIN wanted ON p.external_id = wanted.u
+    WHERE p.workspace_id = :ws
+    """
+)
+
+# New anonymous ids get a profile and an alias in one statement (the foreign key is checked
+# at its end), so a concurrent request for the same id never leaves an orphan profile.
+_ANONYMOUS = text(
+    """
+    WITH wanted AS (SELECT DISTINCT a FROM unnest(CAST(:aids AS text[])) AS a ORDER BY a),
+    aliased AS (
+        INSERT INTO profile_aliases (workspace_id, anonymous_id, profile_id)
+        SELECT :ws, a, gen_random_uuid() FROM wanted
+        ON CONFLICT DO NOTHING
+        RETURNING anonymous_id, profile_id
+    ),
+    created AS (
+        INSERT INTO profiles (id, workspace_id) SELECT profile_id, :ws FROM aliased
+    )
+    SELECT anonymous_id, profile_id FROM aliased
+    UNION ALL
+    SELECT pa.anonymous_id, pa.profile_id FROM profile_aliases pa
+    JOIN wanted ON pa.anonymous_id = wanted.a WHERE pa.workspace_id = :ws
+    """
+)
+
+_LINK = text(
+    """
+    INSERT INTO profile_aliases (workspace_id, anonymous_id, profile_id)
+    SELECT :ws, a, p FROM unnest(CAST(:aids AS text[]), CAST(:pids AS uuid[])) AS x(a, p)
+    ON CONFLICT DO NOTHING
+    """
+)
+
+_MISLINKED = text(
+    """
+    SELECT x.a, x.p AS wanted, pa.profile_id AS current, p.external_id
+    FROM unnest(CAST(:aids AS text[]), CAST(:pids AS uuid[])) AS x(a, p)
+    JOIN profile_aliases pa ON pa.workspace_id = :ws AND pa.anonymous_id = x.a
+    JOIN profiles p ON p.id = pa.profile_id
+    WHERE pa.profile_id <> x.p
+    """
+)
+
+
+async def known_profiles(
+    session: AsyncSession, workspace_id: uuid.UUID, user_ids: Iterable[str]
+) -> dict[str, uuid.UUID]:
+    """Profiles by external id, created where missing."""
+    uids = sorted(set(user_ids))
+    if not uids:
+        return {}
+    rows = await session.execute(_KNOWN, {"ws": workspace_id, "uids": uids})
+    return {key: value for key, value in rows}
+
+
+async def anonymous_profiles(
+    session: AsyncSession, workspace_id: uuid.UUID, anonymous_ids: Iterable[str]
+) -> dict[str, uuid.UUID]:
+    """Profiles by anonymous id, created (with their alias) where missing."""
+    aids = sorted(set(anonymous_ids))
+    if not aids:
+        return {}
+    rows = await session.execute(_ANONYMOUS, {"ws": workspace_id, "aids": aids})
+    return {key: value for key, value in rows}
+
+
+async def link_anonymous(
+    session: AsyncSession, workspace_id: uuid.UUID, links: dict[str, uuid.UUID]
+) -> None:
+    """Make each anonymous id an alias of the given profile, merging anonymous profiles into it.
+
+    An anonymous id that already belongs to another *known* profile (a shared device) stays
+    where it is: known profiles are never merged implicitly.
+    """
+    if not links:
+        return
+    params = {"ws": workspace_id, "aids": list(links), "pids": list(links.values())}
+    await session.execute(_LINK, params)
+    for anonymous_id, wanted, current, external_id in (
+        await session.execute(_MISLINKED, params)
+    ).all():
+        if external_id is None:
+            await merge_profiles(session, workspace_id, source=current, target=wanted)
+        else:
+            links.pop(anonymous_id, None)
+
+
+async def resolve(
+    session: AsyncSession, workspace_id: uuid.UUID, identities: Iterable[Identity]
+) -> dict[Identity, uuid.UUID]:
+    """The profile of every identity, in a handful of statements whatever their number."""
+    identities = list(dict.fromkeys(identities))
+    known = await known_profiles(
+        session, workspace_id, (i.user_id for i in identities if i.user_id)
+    )
+    await link_anonymous(
+        session,
+        workspace_id,
+        {i.anonymous_id: known[i.user_id] for i in identities if i.user_id and i.anonymous_id},
+    )
+    anonymous = await anonymous_profiles(
+        session, workspace_id, (i.anonymous_id for i in identities if not i.user_id)
+    )
+    return {i: known[i.user_id] if i.user_id else anonymous[i.anonymous_id] for i in identities}
+
+
+async def resolve_one(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+) -> uuid.UUID:
+    identity = Identity(user_id=user_id, anonymous_id=anonymous_id)
+    return (await resolve(session, workspace_id, [identity]))[identity]

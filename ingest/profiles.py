@@ -1,0 +1,194 @@
+"""Writing profile data: reserved fields and typed custom properties, and merging two profiles.
+
+Used by the REST API (create / update), tracking `identify` and `alias`. Every write validates
+through `ingest.traits` first, so a profile is never half-updated: `ProfileDataError` (naming each
+bad field) is raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ingest.traits import (
+    MAX_PROPERTIES,
+    RESERVED,
+    FieldError,
+    ProfileDataError,
+    check_property_types,
+    normalize_profile,
+)
+
+_UNIQUE_FIELDS = {
+    "uq_profiles_email": "email",
+    "uq_profiles_phone": "phone",
+    "uq_profiles_external_id": "external_id",
+}
+
+
+def unique_violation(exc: IntegrityError) -> FieldError | None:
+    """The field a unique-index violation was about, if it was one of a profile's identifiers."""
+    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    if constraint in _UNIQUE_FIELDS:
+        name = _UNIQUE_FIELDS[constraint]
+        return FieldError(name, f"another profile in this workspace already has this {name}")
+    return None
+
+
+async def write_profile(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    data: dict[str, Any],
+    *,
+    profile_id: uuid.UUID | None = None,
+    external_id: str | None = None,
+) -> uuid.UUID:
+    """Create a profile (no `profile_id`) or update one, from reserved fields and custom properties.
+
+    Custom properties merge into the stored ones; a None value removes that property; a None
+    reserved field clears it. Raises ProfileDataError on any invalid field, a property of the
+    wrong type, an identifier taken by another profile, or more than 400 properties. Runs in a
+    savepoint, so a failure leaves the caller's transaction usable and nothing written.
+    """
+    current_country = None
+    if profile_id is not None:
+        current_country = (
+            await session.execute(
+                text("SELECT country FROM profiles WHERE id = :id AND workspace_id = :ws"),
+                {"id": profile_id, "ws": workspace_id},
+            )
+        ).scalar_one_or_none()
+    normalized = normalize_profile(data, default_country=current_country)
+    if normalized.errors:
+        raise ProfileDataError(normalized.errors)
+    set_props = {k: v for k, v in normalized.properties.items() if v is not None}
+    removed = [k for k, v in normalized.properties.items() if v is None]
+    reserved = dict(normalized.reserved)
+    if external_id is not None:
+        reserved["external_id"] = external_id
+    try:
+        async with session.begin_nested():
+            type_errors = await check_property_types(session, workspace_id, set_props)
+            if type_errors:
+                raise ProfileDataError(type_errors)
+            if profile_id is None:
+                profile_id = await _insert(session, workspace_id, reserved, set_props)
+            else:
+                await _update(session, workspace_id, profile_id, reserved, set_props, removed)
+    except IntegrityError as exc:
+        error = unique_violation(exc)
+        if error is None:
+            raise
+        raise ProfileDataError([error]) from None
+    return profile_id
+
+
+async def _insert(
+    session: AsyncSession, workspace_id: uuid.UUID, reserved: dict, props: dict
+) -> uuid.UUID:
+    columns = ["workspace_id", "properties", *reserved]
+    values = [":ws", "CAST(:props AS jsonb)", *(f":{c}" for c in reserved)]
+    return (
+        await session.execute(
+            text(
+                f"INSERT INTO profiles (id, {', '.join(columns)}) "
+                f"VALUES (gen_random_uuid(), {', '.join(values)}) RETURNING id"
+            ),
+            {"ws": workspace_id, "props": json.dumps(props), **reserved},
+        )
+    ).scalar_one()
+
+
+async def _update(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    reserved: dict,
+    props: dict,
+    removed: list[str],
+) -> None:
+    assignments = [f"{column} = :{column}" for column in reserved]
+    row = (
+        await session.execute(
+            text(
+                "UPDATE profiles SET "
+                + ", ".join(
+                    [
+                        *assignments,
+                        "properties = (properties || CAST(:props AS jsonb))"
+                        " - CAST(:removed AS text[])",
+                        "updated_at = now()",
+                    ]
+                )
+                + " WHERE id = :id AND workspace_id = :ws "
+                "RETURNING (SELECT count(*) FROM jsonb_object_keys(properties))"
+            ),
+            {
+                "id": profile_id,
+                "ws": workspace_id,
+                "props": json.dumps(props),
+                "removed": removed,
+                **reserved,
+            },
+        )
+    ).one_or_none()
+    if row is None:
+        raise LookupError(profile_id)
+    if row[0] > MAX_PROPERTIES:
+        raise ProfileDataError(
+            [FieldError("properties", f"at most {MAX_PROPERTIES} custom properties per profile")]
+        )
+
+
+# Tables whose rows follow a profile when it is merged into another.
+_MOVE = (
+    "UPDATE events SET profile_id = :target WHERE profile_id = :source",
+    "UPDATE profile_aliases SET profile_id = :target WHERE profile_id = :source",
+    "UPDATE push_subscriptions SET profile_id = :target WHERE profile_id = :source",
+    "UPDATE consent_changes SET profile_id = :target WHERE profile_id = :source",
+    "UPDATE list_membership_changes SET profile_id = :target WHERE profile_id = :source",
+    # Memberships and consents the target already has win; the source's fill the gaps.
+    "INSERT INTO list_members (list_id, profile_id, workspace_id, source, joined_at) "
+    "SELECT list_id, :target, workspace_id, source, joined_at FROM list_members "
+    "WHERE profile_id = :source ON CONFLICT DO NOTHING",
+    "INSERT INTO consents (profile_id, channel, workspace_id, state, source, updated_at) "
+    "SELECT :target, channel, workspace_id, state, source, updated_at FROM consents "
+    "WHERE profile_id = :source ON CONFLICT DO NOTHING",
+)
+
+
+async def merge_profiles(
+    session: AsyncSession, workspace_id: uuid.UUID, source: uuid.UUID, target: uuid.UUID
+) -> None:
+    """Fold `source` into `target`: its events, aliases, memberships, consents and subscriptions
+    move; reserved fields the target lacks are filled from the source; the target's custom
+    properties win over the source's. The source profile is then deleted."""
+    if source == target:
+        return
+    owned = (
+        await session.execute(
+            text("SELECT count(*) FROM profiles WHERE workspace_id = :ws AND id IN (:s, :t)"),
+            {"ws": workspace_id, "s": source, "t": target},
+        )
+    ).scalar_one()
+    if owned != 2:
+        raise LookupError("both profiles must exist in this workspace")
+    params = {"source": source, "target": target}
+    for statement in _MOVE:
+        await session.execute(text(statement), params)
+    # Take the source's identifiers off it before the target takes them (unique indexes).
+    fill = ", ".join(f"{c} = coalesce(t.{c}, s.{c})" for c in ("external_id", *RESERVED))
+    await session.execute(
+        text(
+            "WITH s AS (DELETE FROM profiles WHERE id = :source RETURNING *) "
+            f"UPDATE profiles t SET {fill}, properties = s.properties || t.properties, "
+            "created_at = least(t.created_at, s.created_at), updated_at = now() "
+            "FROM s WHERE t.id = :target"
+        ),
+        params,
+    )
