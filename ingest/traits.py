@@ -52,7 +52,12 @@ ALIASES = {
     "$phone_number": "phone",
 }
 # Segment's `address` object.
-ADDRESS_FIELDS = {"city": "city", "country": "country", "postalCode": "postal_code", "state": "region"}
+ADDRESS_FIELDS = {
+    "city": "city",
+    "country": "country",
+    "postalCode": "postal_code",
+    "state": "region",
+}
 
 _TIMEZONES = frozenset(available_timezones())
 _COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS) | {"AQ", "BV", "GS", "HM", "PN", "TF", "UM"}
@@ -203,7 +208,9 @@ def _check_custom(name: str, value: Any) -> Any:
     return value
 
 
-def normalize_profile(data: dict[str, Any], *, default_country: str | None = None) -> NormalizedProfile:
+def normalize_profile(
+    data: dict[str, Any], *, default_country: str | None = None
+) -> NormalizedProfile:
     """Split and validate profile data. Keys that are None clear reserved fields (stay None)."""
     out = NormalizedProfile()
     flat = dict(data)
@@ -228,7 +235,9 @@ def normalize_profile(data: dict[str, Any], *, default_country: str | None = Non
                 out.errors.append(FieldError(key, str(exc)))
         else:
             if not key or len(key) > MAX_PROPERTY_NAME:
-                out.errors.append(FieldError(key[:40] or "(empty)", "property names are 1-255 characters"))
+                out.errors.append(
+                    FieldError(key[:40] or "(empty)", "property names are 1-255 characters")
+                )
                 continue
             if value is None:
                 out.properties[key] = None  # removes the property
@@ -263,7 +272,8 @@ async def check_property_types(
     await session.execute(
         text(
             "INSERT INTO property_definitions (workspace_id, name, type) "
-            "SELECT :ws, n, t FROM unnest(CAST(:names AS text[]), CAST(:types AS text[])) AS x(n, t) "
+            "SELECT :ws, n, t "
+            "FROM unnest(CAST(:names AS text[]), CAST(:types AS text[])) AS x(n, t) "
             "ON CONFLICT DO NOTHING"
         ),
         {"ws": workspace_id, "names": names, "types": types},
