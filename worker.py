@@ -1,4 +1,4 @@
-"""The Waymark worker: runs every workflow and activity on the task queue.
+"""The Waymark worker: every workflow and activity on the task queue, and the outbox dispatcher.
 
 `waymark worker` (or `python worker.py`). Stops gracefully on SIGTERM / SIGINT: it stops polling,
 gives running activities `GRACEFUL_SHUTDOWN` to finish (then cancels them), and exits.
@@ -11,6 +11,7 @@ import signal
 from datetime import timedelta
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -20,13 +21,15 @@ from core import temporal
 from core.db import create_engine
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
+from ingest.outbox import OutboxDispatcher
+from ingest.routing import build_routers
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 log = structlog.get_logger(__name__)
 
 
 def build_worker(
-    client: Client, settings: Settings, engine, *, task_queue: str | None = None
+    client: Client, settings: Settings, engine: AsyncEngine, *, task_queue: str | None = None
 ) -> Worker:
     return Worker(
         client,
@@ -37,21 +40,27 @@ def build_worker(
     )
 
 
+def build_dispatcher(client: Client, settings: Settings, engine: AsyncEngine) -> OutboxDispatcher:
+    """The outbox dispatcher, with every router that acts on new events."""
+    return OutboxDispatcher(engine, settings.database_url, build_routers(client, settings, engine))
+
+
 async def run_worker(settings: Settings) -> None:
     engine = create_engine(settings)
     client = await temporal.connect(settings)
     worker = build_worker(client, settings, engine)
+    dispatcher = build_dispatcher(client, settings, engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "worker started", task_queue=settings.task_queue, namespace=settings.temporal_namespace
-    )
+    log.info("worker started", task_queue=settings.task_queue)
     try:
         async with worker:
+            dispatching = asyncio.create_task(dispatcher.run(stop))
             await stop.wait()
             log.info("worker stopping: finishing in-flight activities")
+            await dispatching
     finally:
         await engine.dispose()
     log.info("worker stopped")

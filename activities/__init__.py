@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.settings import Settings
+from activities.imports import ImportActivities
+
+if TYPE_CHECKING:  # core.settings imports the workflows package, which imports activities
+    from core.settings import Settings
 
 
 def build_activities(engine: AsyncEngine, settings: Settings) -> list[Callable]:
     """Every activity the worker registers, bound to this process's engine and settings."""
-    return []
+    imports = ImportActivities(engine)
+    return [imports.process_import, imports.fail_import]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import db, dev, tenancy
+from cli import db, dev, imports, tenancy
 from core.logging import configure_logging
 from core.settings import get_settings
 
@@ -15,6 +15,7 @@ app.command("dev")(dev.dev)
 app.add_typer(db.app, name="db")
 app.add_typer(tenancy.workspaces, name="workspaces")
 app.add_typer(tenancy.keys, name="keys")
+app.add_typer(imports.app, name="import")
 
 
 @app.command()

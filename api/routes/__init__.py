@@ -1,5 +1,25 @@
 """One router per resource; `ROUTERS` is the order they are mounted in."""
 
-from api.routes import health, keys, tracking, workspace
+from api.routes import (
+    health,
+    imports,
+    keys,
+    lists,
+    profiles,
+    push,
+    suppressions,
+    tracking,
+    workspace,
+)
 
-ROUTERS = [health.router, workspace.router, keys.router, tracking.router]
+ROUTERS = [
+    health.router,
+    workspace.router,
+    keys.router,
+    profiles.router,
+    suppressions.router,
+    push.router,
+    tracking.router,
+    lists.router,
+    imports.router,
+]

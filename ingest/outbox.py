@@ -1,0 +1,132 @@
+"""The event outbox dispatcher: hands every stored event to the router, at least once.
+
+Ingestion writes an `event_outbox` row in the same transaction as each new event. The dispatcher
+(run by every worker process) claims rows with `FOR UPDATE SKIP LOCKED`, so any number of workers
+share the work, passes their events to the router, and deletes the rows in the same transaction.
+It wakes on PostgreSQL NOTIFY (sent by a trigger on insert) for low latency and also polls, so
+rows left by a process that died after committing are still delivered. If the router fails, the
+transaction rolls back and the rows are delivered again later: routers must be idempotent (the
+journey router uses deterministic workflow ids, so a re-delivered event starts nothing twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import psycopg
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from core.db import libpq_url, session_scope
+
+CHANNEL = "waymark_event_outbox"
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    workspace_id: uuid.UUID
+    profile_id: uuid.UUID
+    metric: str
+    occurred_at: datetime
+    value: Decimal | None
+    properties: dict[str, Any]
+
+
+class EventRouter(Protocol):
+    async def route(self, session: AsyncSession, events: Sequence[StoredEvent]) -> None:
+        """Act on newly stored events. Runs inside the claiming transaction."""
+
+
+_CLAIM = text(
+    """
+    WITH claimed AS (
+        SELECT event_id FROM event_outbox ORDER BY event_id LIMIT :limit FOR UPDATE SKIP LOCKED
+    )
+    SELECT e.id, e.workspace_id, e.profile_id, e.metric, e.occurred_at, e.value, e.properties
+    FROM claimed JOIN events e ON e.id = claimed.event_id
+    ORDER BY e.id
+    """
+)
+_DONE = text("DELETE FROM event_outbox WHERE event_id = ANY(CAST(:ids AS bigint[]))")
+
+
+class OutboxDispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        database_url: str,
+        routers: Sequence[EventRouter],
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.engine = engine
+        self.database_url = database_url
+        self.routers = list(routers)
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+
+    async def dispatch_once(self) -> int:
+        """Deliver up to one batch; returns how many events were delivered."""
+        async with session_scope(self.engine) as session:
+            rows = (await session.execute(_CLAIM, {"limit": self.batch_size})).all()
+            if not rows:
+                return 0
+            events = [StoredEvent(*row) for row in rows]
+            for router in self.routers:
+                await router.route(session, events)
+            await session.execute(_DONE, {"ids": [e.id for e in events]})
+        return len(events)
+
+    async def drain(self) -> int:
+        delivered = 0
+        while (count := await self.dispatch_once()) > 0:
+            delivered += count
+        return delivered
+
+    async def _idle(self, listener: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
+        """Wait for a NOTIFY, the poll interval, or `stop`, whichever comes first."""
+
+        async def notified() -> None:
+            async for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
+                pass
+
+        waits = {asyncio.ensure_future(notified()), asyncio.ensure_future(stop.wait())}
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set: on every NOTIFY, and every `poll_interval` seconds."""
+        backoff = self.poll_interval
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    libpq_url(self.database_url), autocommit=True
+                ) as listener:
+                    await listener.execute(f"LISTEN {CHANNEL}")
+                    backoff = self.poll_interval
+                    while not stop.is_set():
+                        await self.drain()
+                        await self._idle(listener, stop)
+            except Exception as exc:  # noqa: BLE001 - a dispatcher never gives up
+                if stop.is_set():
+                    break
+                log.warning("outbox dispatcher error; retrying", error=str(exc), retry_in=backoff)
+                try:
+                    await asyncio.wait_for(stop.wait(), backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 60.0)
