@@ -28,7 +28,7 @@ from core.logging import configure_logging
 from core.settings import Settings
 from core.tenancy import authenticate_private, create_workspace
 
-console = Console()
+console = Console(soft_wrap=True)
 DEMO_FILE = "demo-workspace.json"
 
 

@@ -40,6 +40,7 @@ def api(
         log_config=uvicorn_log_config(),
         access_log=False,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,12 +24,14 @@ def start_postgres(pgdata: Path, database: str) -> tuple[object, str]:
 
     The server listens on a Unix socket only. It stops when this process exits.
     """
-    import pgserver
+    with warnings.catch_warnings():
+        # pgserver keeps its lock under XDG_RUNTIME_DIR and falls back to /tmp without one.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
 
-    pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata.resolve(), cleanup_mode="stop")
-    admin_url = server.get_uri()
-    ensure_database(admin_url, database)
+        pgdata.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(pgdata.resolve(), cleanup_mode="stop")
+    ensure_database(server.get_uri(), database)
     return server, server.get_uri(database)
 
 

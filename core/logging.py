@@ -14,7 +14,15 @@ import structlog
 
 from core.settings import Settings
 
+
+def _drop_color_message(_logger: object, _name: str, event_dict: dict) -> dict:
+    # uvicorn adds an ANSI-coloured copy of each message; the renderer colours on its own.
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 _SHARED: list[structlog.types.Processor] = [
+    _drop_color_message,
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
@@ -61,7 +69,9 @@ def configure_logging(settings: Settings) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    # Libraries that narrate routine work at INFO.
+    for name in ("sqlalchemy.engine", "pgserver", "httpx", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _identity(_logger: object, _name: str, event_dict: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
         default="default",
         validation_alias=AliasChoices("TEMPORAL_NAMESPACE", "WAYMARK_TEMPORAL_NAMESPACE"),
     )
+    # TLS (and an API key, as Temporal Cloud takes) for a Temporal server outside this machine.
+    temporal_tls: bool = False
+    temporal_api_key: str | None = None
     task_queue: str = TASK_QUEUE
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
@@ -49,6 +53,8 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # The address customers' browsers and providers' webhooks reach the API at.
     public_url: str = "http://127.0.0.1:8000"
+    # Proxies whose X-Forwarded-* headers the API trusts (comma-separated IPs, or "*").
+    forwarded_allow_ips: str = "127.0.0.1"
 
     # Signs tokens (unsubscribe, click links) and derives the key that encrypts provider secrets.
     secret_key: str = "dev-insecure-secret-change-me"
@@ -69,6 +75,11 @@ class Settings(BaseSettings):
                 raise ValueError("DATABASE_URL must be set in production")
             if not self.temporal_address:
                 raise ValueError("TEMPORAL_ADDRESS must be set in production")
+            if urlsplit(self.public_url).hostname in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError(
+                    "WAYMARK_PUBLIC_URL must be the address customers and providers reach the "
+                    "API at (links in messages and webhooks use it), not a loopback address"
+                )
         return self
 
 

@@ -24,6 +24,8 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        tls=settings.temporal_tls or bool(settings.temporal_api_key),
+        api_key=settings.temporal_api_key,
         lazy=lazy,
     )
 

@@ -19,6 +19,7 @@ from ingest.traits import (
     MAX_PROPERTIES,
     RESERVED,
     FieldError,
+    ProfileConflictError,
     ProfileDataError,
     check_property_types,
     normalize_profile,
@@ -84,7 +85,7 @@ async def write_profile(
         error = unique_violation(exc)
         if error is None:
             raise
-        raise ProfileDataError([error]) from None
+        raise ProfileConflictError([error]) from None
     return profile_id
 
 

@@ -89,6 +89,10 @@ class ProfileDataError(ValueError):
         self.errors = errors
 
 
+class ProfileConflictError(ProfileDataError):
+    """An identifier (email, phone, external id) already belongs to another profile."""
+
+
 def normalize_email(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")

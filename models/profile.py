@@ -1,4 +1,4 @@
-"""Profiles (customers), their anonymous ids, typed custom properties, consents and push subscriptions."""
+"""Profiles, their anonymous ids, typed custom properties, consents and push subscriptions."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """One router per resource; `ROUTERS` is the order they are mounted in."""
 
 from api.routes import (
+    consents,
     health,
     imports,
     keys,
@@ -17,6 +18,7 @@ ROUTERS = [
     workspace.router,
     keys.router,
     profiles.router,
+    consents.router,
     suppressions.router,
     push.router,
     tracking.router,

@@ -30,21 +30,18 @@ from ingest.traits import (
     ALIASES,
     RESERVED,
     FieldError,
+    ProfileConflictError,
     ProfileDataError,
     normalize_email,
     normalize_phone,
 )
 from models import (
     Channel,
-    Consent,
-    ConsentChange,
     ConsentSource,
     ConsentState,
     ListMember,
     Profile,
     ProfileAlias,
-    PushSubscription,
-    Suppression,
 )
 
 log = structlog.get_logger(__name__)
@@ -53,7 +50,6 @@ router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 IDENTIFIERS = ("external_id", *RESERVED)  # the top-level fields of a profile body
 # Names a custom property may not take: write_profile would read them as profile fields.
 _NOT_PROPERTIES = frozenset(IDENTIFIERS) | frozenset(ALIASES)
-_CONFLICT_PREFIX = "another profile"  # ingest.profiles.unique_violation's message
 
 Settable = Literal["subscribed", "unsubscribed"]
 ApiConsentSource = Literal["api", "form", "import", "keyword", "unsubscribe_link", "bounce"]
@@ -116,40 +112,6 @@ class ProfilePage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end")
 
 
-class ChannelConsent(BaseModel):
-    channel: Channel
-    state: ConsentState
-    source: ConsentSource | None
-    updated_at: datetime | None
-    address: str | None = Field(description="The email or phone the channel sends to")
-    suppressed: bool = Field(description="The address is suppressed: nothing is sent to it")
-    suppression_reason: str | None
-    can_receive_marketing: bool = Field(
-        description="Subscribed, with an address (or a push subscription) that is not suppressed"
-    )
-
-
-class ConsentStatus(BaseModel):
-    profile_id: uuid.UUID
-    channels: dict[Channel, ChannelConsent]
-
-
-class ConsentPut(BaseModel):
-    state: Settable
-    source: ApiConsentSource = "api"
-
-
-class ConsentChangePublic(BaseModel):
-    channel: Channel
-    state: ConsentState
-    source: ConsentSource
-    occurred_at: datetime
-
-
-class ConsentHistory(BaseModel):
-    data: list[ConsentChangePublic] = Field(description="Newest first")
-
-
 async def require_profile(
     session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID
 ) -> Profile:
@@ -187,11 +149,10 @@ def _field_loc(name: str) -> str:
 
 def _data_error(exc: ProfileDataError) -> ApiError:
     """422 naming each bad field, or 409 when an identifier belongs to another profile."""
-    conflicts = [e for e in exc.errors if e.message.startswith(_CONFLICT_PREFIX)]
-    errors, status_code, code = exc.errors, 422, "validation_error"
-    if conflicts:
-        errors, status_code, code = conflicts, 409, "conflict"
-    details = [{"loc": _field_loc(e.field), "message": e.message, "type": code} for e in errors]
+    status_code, code = (
+        (409, "conflict") if isinstance(exc, ProfileConflictError) else (422, "validation_error")
+    )
+    details = [{"loc": _field_loc(e.field), "message": e.message, "type": code} for e in exc.errors]
     summary = "; ".join(f"{d['loc']}: {d['message']}" for d in details[:5])
     return ApiError(status_code, code, summary, details)
 
@@ -418,99 +379,3 @@ async def export(
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="profile-{profile_id}.json"'},
     )
-
-
-async def _consent_status(session: AsyncSession, profile: Profile) -> ConsentStatus:
-    consents = {
-        c.channel: c
-        for c in (
-            await session.execute(select(Consent).where(Consent.profile_id == profile.id))
-        ).scalars()
-    }
-    addresses = {
-        Channel.email: profile.email.lower() if profile.email else None,
-        Channel.sms: profile.phone,
-        Channel.whatsapp: profile.phone,
-        Channel.push: None,
-    }
-    wanted = [(ch, a) for ch, a in addresses.items() if a is not None]
-    suppressed: dict[str, str] = {}
-    if wanted:
-        rows = await session.execute(
-            select(Suppression.channel, Suppression.reason).where(
-                Suppression.workspace_id == profile.workspace_id,
-                tuple_(Suppression.channel, Suppression.address).in_(wanted),
-            )
-        )
-        suppressed = {channel: reason for channel, reason in rows}
-    has_push = (
-        await session.execute(select(exists().where(PushSubscription.profile_id == profile.id)))
-    ).scalar_one()
-    channels = {}
-    for channel in Channel:
-        consent = consents.get(channel)
-        state = ConsentState(consent.state) if consent else ConsentState.never
-        reachable = has_push if channel == Channel.push else addresses[channel] is not None
-        channels[channel] = ChannelConsent(
-            channel=channel,
-            state=state,
-            source=consent.source if consent else None,
-            updated_at=consent.updated_at if consent else None,
-            address=addresses[channel] if channel != Channel.email else profile.email,
-            suppressed=channel in suppressed,
-            suppression_reason=suppressed.get(channel),
-            can_receive_marketing=state == ConsentState.subscribed
-            and reachable
-            and channel not in suppressed,
-        )
-    return ConsentStatus(profile_id=profile.id, channels=channels)
-
-
-@router.get("/{profile_id}/consents", response_model=ConsentStatus)
-async def get_consents(
-    profile_id: uuid.UUID, principal: Reader, session: SessionDep
-) -> ConsentStatus:
-    """The consent on every channel (`never` when never asked), and whether it can be used."""
-    profile = await require_profile(session, principal.workspace_id, profile_id)
-    return await _consent_status(session, profile)
-
-
-@router.get("/{profile_id}/consents/history", response_model=ConsentHistory)
-async def consent_history(
-    profile_id: uuid.UUID,
-    principal: Reader,
-    session: SessionDep,
-    channel: Channel | None = None,
-) -> ConsentHistory:
-    await require_profile(session, principal.workspace_id, profile_id)
-    query = select(ConsentChange).where(
-        ConsentChange.profile_id == profile_id,
-        ConsentChange.workspace_id == principal.workspace_id,
-    )
-    if channel is not None:
-        query = query.where(ConsentChange.channel == channel)
-    rows = await session.execute(
-        query.order_by(ConsentChange.occurred_at.desc(), ConsentChange.id.desc())
-    )
-    return ConsentHistory(
-        data=[ConsentChangePublic.model_validate(c, from_attributes=True) for c in rows.scalars()]
-    )
-
-
-@router.put("/{profile_id}/consents/{channel}", response_model=ChannelConsent)
-async def set_consent(
-    profile_id: uuid.UUID,
-    channel: Channel,
-    body: ConsentPut,
-    principal: Writer,
-    session: SessionDep,
-) -> ChannelConsent:
-    """Subscribe or unsubscribe the profile on a channel; a change is recorded in the history."""
-    profile = await require_profile(session, principal.workspace_id, profile_id)
-    update_ = ConsentUpdate(
-        profile_id, channel, ConsentState(body.state), ConsentSource(body.source)
-    )
-    await apply_consents(session, principal.workspace_id, [update_])
-    result = (await _consent_status(session, profile)).channels[channel]
-    await session.commit()
-    return result

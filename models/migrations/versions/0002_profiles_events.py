@@ -348,7 +348,9 @@ def upgrade() -> None:
     op.create_table('processed_calls',
     sa.Column('workspace_id', sa.UUID(), nullable=False),
     sa.Column('message_id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-    sa.Column('received_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column(
+        'received_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False
+    ),
     sa.ForeignKeyConstraint(['workspace_id'], ['workspaces.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('workspace_id', 'message_id')
     )
