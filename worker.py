@@ -23,6 +23,7 @@ from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from ingest.outbox import OutboxDispatcher
 from ingest.routing import build_routers
+from workflows.schedules import ensure_schedules
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 log = structlog.get_logger(__name__)
@@ -48,6 +49,7 @@ def build_dispatcher(client: Client, settings: Settings, engine: AsyncEngine) ->
 async def run_worker(settings: Settings) -> None:
     engine = create_engine(settings)
     client = await temporal.connect(settings)
+    await ensure_schedules(client, settings)
     worker = build_worker(client, settings, engine)
     dispatcher = build_dispatcher(client, settings, engine)
     stop = asyncio.Event()

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from activities.channels import SendActivities
 from activities.imports import ImportActivities
+from activities.segments import SegmentActivities
 
 if TYPE_CHECKING:  # core.settings imports the workflows package, which imports activities
     from core.settings import Settings
@@ -16,4 +18,13 @@ if TYPE_CHECKING:  # core.settings imports the workflows package, which imports 
 def build_activities(engine: AsyncEngine, settings: Settings) -> list[Callable]:
     """Every activity the worker registers, bound to this process's engine and settings."""
     imports = ImportActivities(engine)
-    return [imports.process_import, imports.fail_import]
+    segments = SegmentActivities(engine)
+    channels = SendActivities(engine, settings)
+    return [
+        imports.process_import,
+        imports.fail_import,
+        segments.list_segment_workspaces,
+        segments.refresh_workspace_segments,
+        channels.send_message,
+        channels.send_messages,
+    ]

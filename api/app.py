@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.guards import reject_nul
 from api.middleware import RequestContextMiddleware
 from api.routes import ROUTERS
 from core import temporal
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Marketing automation for online shops: flows, campaigns, segments.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        dependencies=[Depends(reject_nul)],
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -89,6 +89,7 @@ def require(scope: Scope):
             raise ApiError(403, "forbidden", f"this API key lacks the `{scope.value}` scope")
         return _bind(principal)
 
+    dependency.waymark_auth = "private"  # type: ignore[attr-defined]  # see api.guards
     return dependency
 
 
@@ -111,6 +112,8 @@ async def tracking_principal(
         raise ApiError(403, "forbidden", "this API key lacks the `write` scope")
     return _bind(principal)
 
+
+tracking_principal.waymark_auth = "tracking"  # type: ignore[attr-defined]  # see api.guards
 
 Reader = Annotated[Principal, Depends(require(Scope.read))]
 Writer = Annotated[Principal, Depends(require(Scope.write))]

@@ -91,22 +91,26 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {
-                "loc": _loc(err.get("loc", ())),
-                "message": err.get("msg", ""),
-                "type": err.get("type"),
-            }
-            for err in exc.errors()
-        ]
-        summary = "; ".join(f"{d['loc']}: {d['message']}" for d in details[:5])
-        return error_response(422, "validation_error", f"invalid request — {summary}", details)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        from api.guards import unauthenticated  # guards builds on this module
+
+        if (denied := await unauthenticated(request)) is not None:
+            return denied
+        return validation_error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "internal error; it has been logged")
+
+
+def validation_error_response(exc: RequestValidationError) -> JSONResponse:
+    details = [
+        {"loc": _loc(err.get("loc", ())), "message": err.get("msg", ""), "type": err.get("type")}
+        for err in exc.errors()
+    ]
+    summary = "; ".join(f"{d['loc']}: {d['message']}" for d in details[:5])
+    return error_response(422, "validation_error", f"invalid request — {summary}", details)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -143,11 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = None
-        if admin_url := os.environ.get("DATABASE_URL"):
-            pass
-        else:
-            import pgserver
-
+        if not (admin_url := os.environ.get("DATABASE_URL")):
             server = embedded_server(Path(tmp) / "pg")
             admin_url = server.get_uri()
         name = f"waymark_bench_{uuid.uuid4().hex[:8]}"

@@ -46,6 +46,10 @@ class OutgoingEmail:
     categories: tuple[str, ...] = ()
     # Sent as SendGrid custom_args; always includes waymark_message_id and workspace id.
     custom_args: dict[str, str] = field(default_factory=dict)
+    # Tag → value for this recipient (SendGrid `personalizations[].substitutions`): `html`/`text`
+    # may hold tags (`-wm0-`, ...) standing for the recipient's own tracking URLs, so recipients
+    # of otherwise identical content share one request. Empty: the content is as sent.
+    substitutions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

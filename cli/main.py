@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import db, dev, imports, tenancy
+from cli import channels, db, dev, imports, segments, tenancy
 from core.logging import configure_logging
 from core.settings import get_settings
 
@@ -16,6 +16,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(tenancy.workspaces, name="workspaces")
 app.add_typer(tenancy.keys, name="keys")
 app.add_typer(imports.app, name="import")
+app.add_typer(segments.app, name="segments")
+app.add_typer(channels.app, name="channels")
 
 
 @app.command()

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
 
     # Signs tokens (unsubscribe, click links) and derives the key that encrypts provider secrets.
     secret_key: str = "dev-insecure-secret-change-me"
+    # Former secret keys, newest first: provider secrets encrypted under them stay readable
+    # until `waymark channels reencrypt` (JSON list in the env var).
+    previous_secret_keys: list[str] = []
+
+    # Provider API base URLs (tests point them at mocks of the providers' OpenAPI specs).
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    twilio_base_url: str | None = None  # None: the Twilio SDK's own (https://api.twilio.com)
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

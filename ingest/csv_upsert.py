@@ -36,7 +36,7 @@ _RESOLVE = text(
             CASE WHEN phone IS NULL THEN 1
                  ELSE row_number() OVER (PARTITION BY phone ORDER BY row_no) END AS op
         FROM import_rows WHERE {_CHUNK} AND status = 'pending'
-    ), found AS (
+    ), found AS MATERIALIZED (  -- each lookup once, not once per use
         SELECT pe.row_no, pe.external_id,
             (SELECT id FROM profiles p
              WHERE p.workspace_id = :ws AND p.external_id = pe.external_id) AS by_ext,
@@ -81,15 +81,20 @@ _RESOLVE = text(
 
 _INSERT = text(
     f"""
-    WITH inserted AS (
-        INSERT INTO profiles (id, workspace_id, {", ".join(_FIELDS)}, properties)
-        SELECT profile_id, :ws, {", ".join(_FIELDS)}, properties
-        FROM import_rows WHERE {_CHUNK} AND status = 'new'
-        ON CONFLICT DO NOTHING
-        RETURNING id
-    )
-    UPDATE import_rows SET
-        status = CASE WHEN profile_id IN (SELECT id FROM inserted) THEN 'created' ELSE 'pending' END
+    INSERT INTO profiles (id, workspace_id, {", ".join(_FIELDS)}, properties)
+    SELECT profile_id, :ws, {", ".join(_FIELDS)}, properties
+    FROM import_rows WHERE {_CHUNK} AND status = 'new'
+    ON CONFLICT DO NOTHING
+    """
+)
+# New rows carry fresh profile ids: a row whose profile exists now was inserted; one that lost a
+# race with another writer (same email, say) is matched again in the next pass. The lookups
+# are by primary key, so no plan depends on how many rows the planner expects.
+_CREATED = text(
+    f"""
+    UPDATE import_rows r SET status = CASE
+        WHEN EXISTS (SELECT 1 FROM profiles p WHERE p.id = r.profile_id) THEN 'created'
+        ELSE 'pending' END
     WHERE {_CHUNK} AND status = 'new'
     """
 )
@@ -112,13 +117,14 @@ _UPDATE = text(
         WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status = 'matched'
           AND p.id = r.profile_id
           AND p.workspace_id = :ws AND ({_DIFFERS} OR NOT p.properties @> r.properties)
-        RETURNING p.id
+        RETURNING r.row_no
     )
-    UPDATE import_rows SET
-        status = CASE WHEN profile_id IN (SELECT id FROM changed) THEN 'updated'
-                      ELSE 'unchanged' END
-    WHERE {_CHUNK} AND status = 'matched'
+    UPDATE import_rows SET status = 'updated'
+    WHERE job_id = :job AND row_no IN (SELECT row_no FROM changed)
     """
+)
+_UNCHANGED = text(
+    f"UPDATE import_rows SET status = 'unchanged' WHERE {_CHUNK} AND status = 'matched'"
 )
 
 _PENDING = text(f"SELECT count(*) FROM import_rows WHERE {_CHUNK} AND status = 'pending'")
@@ -188,10 +194,15 @@ async def upsert_chunk(
 ) -> ChunkCounts:
     """Rows lo..hi of the job, already staged: into profiles, consents and the list."""
     params = {"job": job_id, "ws": workspace_id, "lo": lo, "hi": hi}
+    # The staging table is filled and emptied chunk by chunk: without fresh statistics the
+    # planner may take the chunk for a few rows and join it to itself in a nested loop.
+    await session.execute(text("ANALYZE import_rows"))
     for _ in range(MAX_PASSES):
         await session.execute(_RESOLVE, params)
         await session.execute(_INSERT, params)
+        await session.execute(_CREATED, params)
         await session.execute(_UPDATE, params)
+        await session.execute(_UNCHANGED, params)
         if not (await session.execute(_PENDING, params)).scalar_one():
             break
     else:

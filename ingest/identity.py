@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ingest.profiles import merge_profiles
@@ -29,6 +29,11 @@ class Identity:
             raise ValueError("userId or anonymousId is required")
 
 
+# Existing rows are found by one unique-index probe per wanted id: a LATERAL subquery on the
+# full unique key (`LIMIT 1` keeps the planner from flattening it into a join), whatever the
+# statistics say. With a plain join, or `= ANY(array)`, stale statistics (a new workspace, a
+# table not analyzed yet) made PostgreSQL scan every profile of the workspace once per batch,
+# or once per wanted id in the generic plan psycopg's prepared statements get after five runs.
 _KNOWN = text(
     """
     WITH wanted AS (SELECT DISTINCT u FROM unnest(CAST(:uids AS text[])) AS u ORDER BY u),
@@ -40,8 +45,9 @@ _KNOWN = text(
     )
     SELECT external_id, id FROM created
     UNION ALL
-    SELECT p.external_id, p.id FROM profiles p JOIN wanted ON p.external_id = wanted.u
-    WHERE p.workspace_id = :ws
+    SELECT wanted.u, p.id FROM wanted CROSS JOIN LATERAL (
+        SELECT id FROM profiles WHERE workspace_id = :ws AND external_id = wanted.u LIMIT 1
+    ) AS p
     """
 )
 
@@ -61,8 +67,10 @@ _ANONYMOUS = text(
     )
     SELECT anonymous_id, profile_id FROM aliased
     UNION ALL
-    SELECT pa.anonymous_id, pa.profile_id FROM profile_aliases pa
-    JOIN wanted ON pa.anonymous_id = wanted.a WHERE pa.workspace_id = :ws
+    SELECT wanted.a, pa.profile_id FROM wanted CROSS JOIN LATERAL (
+        SELECT profile_id FROM profile_aliases
+        WHERE workspace_id = :ws AND anonymous_id = wanted.a LIMIT 1
+    ) AS pa
     """
 )
 
@@ -78,7 +86,10 @@ _MISLINKED = text(
     """
     SELECT x.a, x.p AS wanted, pa.profile_id AS current, p.external_id
     FROM unnest(CAST(:aids AS text[]), CAST(:pids AS uuid[])) AS x(a, p)
-    JOIN profile_aliases pa ON pa.workspace_id = :ws AND pa.anonymous_id = x.a
+    CROSS JOIN LATERAL (
+        SELECT profile_id FROM profile_aliases WHERE workspace_id = :ws AND anonymous_id = x.a
+        LIMIT 1
+    ) AS pa
     JOIN profiles p ON p.id = pa.profile_id
     WHERE pa.profile_id <> x.p
     """
@@ -92,8 +103,7 @@ async def known_profiles(
     uids = sorted(set(user_ids))
     if not uids:
         return {}
-    rows = await session.execute(_KNOWN, {"ws": workspace_id, "uids": uids})
-    return {key: value for key, value in rows}
+    return await _get_or_create(session, _KNOWN, workspace_id, "uids", uids)
 
 
 async def anonymous_profiles(
@@ -103,8 +113,30 @@ async def anonymous_profiles(
     aids = sorted(set(anonymous_ids))
     if not aids:
         return {}
-    rows = await session.execute(_ANONYMOUS, {"ws": workspace_id, "aids": aids})
-    return {key: value for key, value in rows}
+    return await _get_or_create(session, _ANONYMOUS, workspace_id, "aids", aids)
+
+
+async def _get_or_create(
+    session: AsyncSession,
+    statement: TextClause,
+    workspace_id: uuid.UUID,
+    param: str,
+    keys: list[str],
+) -> dict[str, uuid.UUID]:
+    """Run a get-or-create statement until it has answered for every key.
+
+    A row committed by a concurrent request after this statement's snapshot was taken is
+    skipped by `ON CONFLICT DO NOTHING` yet invisible to the statement's own SELECT; the next
+    statement (a new snapshot, under READ COMMITTED) sees it.
+    """
+    found: dict[str, uuid.UUID] = {}
+    for _ in range(3):
+        rows = await session.execute(statement, {"ws": workspace_id, param: keys})
+        found.update((key, value) for key, value in rows)
+        keys = [key for key in keys if key not in found]
+        if not keys:
+            return found
+    raise RuntimeError(f"could not resolve {len(keys)} ids (e.g. {keys[0]!r})")
 
 
 async def link_anonymous(
@@ -117,7 +149,8 @@ async def link_anonymous(
     """
     if not links:
         return
-    params = {"ws": workspace_id, "aids": list(links), "pids": list(links.values())}
+    aids = sorted(links)  # one lock order for concurrent requests: no deadlocks
+    params = {"ws": workspace_id, "aids": aids, "pids": [links[a] for a in aids]}
     await session.execute(_LINK, params)
     for anonymous_id, wanted, current, external_id in (
         await session.execute(_MISLINKED, params)

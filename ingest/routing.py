@@ -12,7 +12,8 @@ from temporalio.client import Client
 
 from core.settings import Settings
 from ingest.outbox import EventRouter
+from segments.updates import SegmentEventRouter
 
 
 def build_routers(client: Client, settings: Settings, engine: AsyncEngine) -> list[EventRouter]:
-    return []
+    return [SegmentEventRouter()]

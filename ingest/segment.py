@@ -36,6 +36,21 @@ class Call(BaseModel):
         # Segment's libraries accept numeric ids and send them as numbers.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if where := nul_path(data):
+            raise ValueError(f"{where}: text may not contain the NUL character (\\u0000)")
+        return data
+
+    @field_validator("timestamp", "originalTimestamp", "sentAt")
+    @classmethod
+    def _to_utc(cls, value: datetime | None) -> datetime | None:
+        try:
+            return _utc(value)
+        except OverflowError:
+            raise ValueError("out of range") from None
+
     @model_validator(mode="after")
     def _someone(self) -> Call:
         if not (self.userId or self.anonymousId):
@@ -53,9 +68,30 @@ class Call(BaseModel):
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    """In UTC (naive means UTC). PostgreSQL takes offsets only up to ±15:59; Python more."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where in a JSON value a NUL character hides (PostgreSQL text cannot hold one), if any."""
+    if isinstance(value, str):
+        return (path or "value") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return here.replace("\x00", "\\u0000")
+            if found := nul_path(item, here):
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if found := nul_path(item, f"{path}[{index}]"):
+                return found
+    return None
 
 
 class IdentifyCall(Call):

@@ -84,18 +84,24 @@ async def apply_calls(
         except ProfileDataError as exc:
             rejected.append(Rejected(index=index, reason=str(exc)))
 
-    valid: list[tuple[TrackCall | PageCall, Decimal | None]] = []
+    valid: list[tuple[TrackCall | PageCall, Decimal | None, datetime]] = []
     for index, call in event_calls:
         try:
             value = _decimal(event_value(call.properties)) if isinstance(call, TrackCall) else None
+            occurred_at = call.occurred_at(received_at, batch_sent_at)
         except ValueError as exc:
             rejected.append(Rejected(index=index, reason=str(exc)))
             continue
-        valid.append((call, value))
-    profiles = await identity.resolve(session, workspace_id, {_identity(call) for call, _ in valid})
+        except OverflowError:
+            rejected.append(Rejected(index=index, reason="timestamp: out of range"))
+            continue
+        valid.append((call, value, occurred_at))
+    profiles = await identity.resolve(
+        session, workspace_id, {_identity(call) for call, _, _ in valid}
+    )
     events = [
-        _event(call, value, profiles[_identity(call)], received_at, batch_sent_at)
-        for call, value in valid
+        _event(call, value, profiles[_identity(call)], occurred_at)
+        for call, value, occurred_at in valid
     ]
     stored = await store_events(session, workspace_id, events)
     rejected.sort(key=lambda r: r.index)
@@ -176,8 +182,7 @@ def _event(
     call: TrackCall | PageCall,
     value: Decimal | None,
     profile_id: uuid.UUID,
-    received_at: datetime,
-    batch_sent_at: datetime | None,
+    occurred_at: datetime,
 ) -> NewEvent:
     if isinstance(call, TrackCall):
         metric, properties = call.event, call.properties
@@ -188,7 +193,7 @@ def _event(
         profile_id=profile_id,
         metric=metric,
         message_id=call.messageId or str(uuid.uuid4()),
-        occurred_at=call.occurred_at(received_at, batch_sent_at),
+        occurred_at=occurred_at,
         properties=properties,
         value=value,
         currency=currency.upper()[:3] if isinstance(currency, str) and currency else None,

@@ -5,9 +5,11 @@ Importing this package registers every table on `SQLModel.metadata` (Alembic's t
 
 from sqlmodel import SQLModel
 
+from models.channels import ChannelCredential, LocalOutboxMessage, VapidKey
 from models.event import Event, EventOutbox, Metric, ProcessedCall
 from models.imports import ImportFileChunk, ImportJob, ImportRow, ImportRowError, ImportStatus
 from models.lists import ListAction, ListMember, ListMembershipChange, ProfileList
+from models.messages import Message, MessageEvent, MessageStatus, SourceType
 from models.profile import (
     Channel,
     Consent,
@@ -21,6 +23,8 @@ from models.profile import (
     PushSubscription,
     Suppression,
 )
+from models.segments import Segment, SegmentAction, SegmentMember, SegmentMembershipChange
+from models.templates import Template
 from models.workspace import ApiKey, Scope, Workspace
 
 metadata = SQLModel.metadata
@@ -28,6 +32,7 @@ metadata = SQLModel.metadata
 __all__ = [
     "ApiKey",
     "Channel",
+    "ChannelCredential",
     "Consent",
     "ConsentChange",
     "ConsentSource",
@@ -42,6 +47,10 @@ __all__ = [
     "ListAction",
     "ListMember",
     "ListMembershipChange",
+    "LocalOutboxMessage",
+    "Message",
+    "MessageEvent",
+    "MessageStatus",
     "Metric",
     "Profile",
     "ProfileAlias",
@@ -51,7 +60,14 @@ __all__ = [
     "PropertyType",
     "PushSubscription",
     "Scope",
+    "Segment",
+    "SegmentAction",
+    "SegmentMember",
+    "SegmentMembershipChange",
+    "SourceType",
     "Suppression",
+    "VapidKey",
+    "Template",
     "Workspace",
     "metadata",
     "SQLModel",

@@ -25,10 +25,17 @@ from api import create_app
 from core import migrate
 from core.db import sqlalchemy_url
 from core.embedded import database_url_with, drop_database, ensure_database
+from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import installed_binary
 from tests.factories import WorkspaceFactory
 from workflows import search_attributes
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging() -> None:
+    """The app's logging, as in production (JSON): fast, and no locals drawn in tracebacks."""
+    configure_logging(Settings(_env_file=None, log_format="json", log_level="WARNING"))
 
 
 @pytest.fixture(scope="session")

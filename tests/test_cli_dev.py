@@ -28,6 +28,7 @@ def start_dev(tmp_path, ports: dict[str, int]) -> subprocess.Popen:
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS") and not k.startswith("WAYMARK_")
     }
+    env["PYTHONUNBUFFERED"] = "1"
     return subprocess.Popen(
         [
             sys.executable,
@@ -88,6 +89,7 @@ async def test_dev_brings_up_everything_and_keeps_data(tmp_path):
     dev = start_dev(tmp_path, ports)
     try:
         wait_until(lambda: api_ready(ports["api"]), 120, "/readyz", dev)
+        wait_until(lambda: "Press Ctrl-C" in (tmp_path / "dev.out").read_text(), 30, "banner", dev)
         output = (tmp_path / "dev.out").read_text()
         demo = json.loads((tmp_path / "data" / "demo-workspace.json").read_text())
         for shown in (

@@ -2,7 +2,8 @@
 
 from workflows.constants import TASK_QUEUE
 from workflows.import_profiles import ImportProfilesWorkflow
+from workflows.segment_refresh import SegmentRefreshWorkflow
 
-ALL: list[type] = [ImportProfilesWorkflow]
+ALL: list[type] = [ImportProfilesWorkflow, SegmentRefreshWorkflow]
 
 __all__ = ["ALL", "TASK_QUEUE"]

@@ -1,21 +1,29 @@
 """One router per resource; `ROUTERS` is the order they are mounted in."""
 
 from api.routes import (
+    channel_settings,
+    channels,
     consents,
     health,
     imports,
     keys,
+    links,
     lists,
+    outbox,
     profiles,
     push,
+    segments,
     suppressions,
+    templates,
     tracking,
+    webhooks,
     workspace,
 )
 
 ROUTERS = [
     health.router,
     workspace.router,
+    channel_settings.router,
     keys.router,
     profiles.router,
     consents.router,
@@ -23,5 +31,11 @@ ROUTERS = [
     push.router,
     tracking.router,
     lists.router,
+    segments.router,
     imports.router,
+    templates.router,
+    links.router,
+    webhooks.router,
+    channels.router,
+    outbox.router,
 ]

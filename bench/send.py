@@ -1,0 +1,383 @@
+"""Benchmark: the full send path (gate, render, ledger, provider SDK) against raw SDK loops.
+
+    .venv/bin/python -m bench.send [--recipients 10000]
+
+10,000 email and 10,000 SMS recipients go through `channels.send.send_many` (the campaign
+activity's code, batches of 1,000) with real SendGrid / Twilio credentials pointed at a fast
+local HTTP sink (a separate process answering 202 + X-Message-Id, and a Twilio message JSON).
+The same process then runs raw loops of the same SDK calls, at the providers' concurrency:
+SendGrid one request per recipient, SendGrid 1,000 personalizations per request, Twilio one
+request per message. Prints messages/s for each and the ratios.
+
+Uses DATABASE_URL when set (a fresh database is created next to it), else an embedded
+PostgreSQL (pgserver) in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import socket
+import tempfile
+import time
+import uuid
+
+import psycopg
+
+from core import migrate
+from core.db import create_async_engine, libpq_url, session_scope, sqlalchemy_url
+from core.embedded import database_url_with, drop_database, ensure_database
+from core.settings import Settings
+from core.tenancy import create_workspace
+
+ACCOUNT_SID = "AC" + "0" * 32
+HTML = (
+    "<html><body><h1>Hi {{ profile.first_name }}</h1><p>Our summer sale is on.</p>"
+    '<a href="https://shop.example.com/sale">Shop the sale</a> '
+    '<a href="https://shop.example.com/new">New in</a></body></html>'
+)
+# The same copy for everyone: only the tracking URLs (clicks, pixel, unsubscribe) differ per
+# recipient, so recipients share SendGrid requests (per-personalization substitutions).
+HTML_SAME = HTML.replace("Hi {{ profile.first_name }}", "Hi there")
+SMS = "Hi {{ profile.first_name }}, summer sale: https://shop.example.com/sale"
+CONCURRENCY = 8  # the providers' (channels.providers.common.CONCURRENCY)
+
+
+# --- the sink: a separate process, so it does not share this one's CPU time ------------------
+
+
+def _serve_sink(port: int) -> None:
+    from aiohttp import web
+
+    counter = iter(range(1 << 62))
+    requests = {"mail": 0, "sms": 0}
+
+    async def mail(request: web.Request) -> web.Response:
+        await request.read()
+        requests["mail"] += 1
+        return web.Response(status=202, headers={"X-Message-Id": f"sg{next(counter)}"})
+
+    async def message(request: web.Request) -> web.Response:
+        form = await request.post()
+        requests["sms"] += 1
+        sid = f"SM{next(counter):032x}"
+        return web.json_response(
+            {
+                "sid": sid,
+                "account_sid": ACCOUNT_SID,
+                "to": form.get("To"),
+                "from": form.get("From"),
+                "body": form.get("Body"),
+                "status": "queued",
+                "num_segments": "1",
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+                "date_created": "Wed, 02 Dec 2026 10:00:00 +0000",
+                "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json",
+            },
+            status=201,
+        )
+
+    async def counts(request: web.Request) -> web.Response:
+        return web.json_response(requests)
+
+    # SendGrid takes requests up to 30 MB; 1,000 personalizations with their substitutions are
+    # over aiohttp's default 1 MB.
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app.router.add_get("/counts", counts)
+    app.router.add_post("/v3/mail/send", mail)
+    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", message)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"the sink did not start on port {port}")
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def _seed(url: str, workspace_id: uuid.UUID, n: int) -> None:
+    with psycopg.connect(libpq_url(url)) as conn:
+        conn.execute(
+            """
+            INSERT INTO profiles (id, workspace_id, email, phone, first_name, timezone,
+                                  properties, created_at, updated_at)
+            SELECT gen_random_uuid(), %(ws)s, 'shopper' || i || '@example.com',
+                   '+4860' || lpad(i::text, 7, '0'), 'Shopper' || i, 'Europe/Warsaw', '{}',
+                   now(), now()
+            FROM generate_series(1, %(n)s) AS i
+            """,
+            {"ws": workspace_id, "n": n},
+        )
+        conn.execute(
+            """
+            INSERT INTO consents (profile_id, channel, workspace_id, state, source, updated_at)
+            SELECT p.id, c.channel, %(ws)s, 'subscribed', 'api', now()
+            FROM profiles p CROSS JOIN (VALUES ('email'), ('sms')) AS c(channel)
+            WHERE p.workspace_id = %(ws)s
+            """,
+            {"ws": workspace_id},
+        )
+
+
+async def _setup(engine, settings: Settings, n: int):
+    from channels import credentials
+    from channels.settings import ChannelSettings, QuietHours, save_channel_settings
+    from models import Channel
+    from models.templates import Template
+
+    async with session_scope(engine) as session:
+        workspace, _ = await create_workspace(session, "Bench shop", timezone="Europe/Warsaw")
+        box = credentials.SecretBox.from_settings(settings)
+        await credentials.save(
+            session,
+            box,
+            workspace.id,
+            Channel.email,
+            credentials.SendGridCredentials(
+                api_key="SG." + "x" * 40, from_email="shop@example.com", from_name="Shop"
+            ),
+        )
+        await credentials.save(
+            session,
+            box,
+            workspace.id,
+            Channel.sms,
+            credentials.TwilioCredentials(
+                account_sid=ACCOUNT_SID, auth_token="t" * 32, from_number="+48500000000"
+            ),
+        )
+        # Quiet hours off: the benchmark must not depend on the hour it runs at.
+        cs = ChannelSettings(quiet_hours=QuietHours(enabled=False), utm={"utm_source": "wm"})
+        await save_channel_settings(session, workspace.id, cs)
+        email = Template(
+            workspace_id=workspace.id,
+            name="sale-email",
+            channel=Channel.email,
+            subject="Summer sale, {{ profile.first_name }}",
+            html=HTML,
+        )
+        same = Template(
+            workspace_id=workspace.id,
+            name="sale-email-same",
+            channel=Channel.email,
+            subject="Summer sale",
+            html=HTML_SAME,
+        )
+        sms = Template(workspace_id=workspace.id, name="sale-sms", channel=Channel.sms, body=SMS)
+        session.add_all([email, same, sms])
+    _seed(settings.database_url, workspace.id, n)
+    async with session_scope(engine) as session:
+        from sqlalchemy import text
+
+        ids = list(
+            (
+                await session.execute(
+                    text("SELECT id FROM profiles WHERE workspace_id = :ws ORDER BY id"),
+                    {"ws": workspace.id},
+                )
+            ).scalars()
+        )
+    return workspace.id, email.id, same.id, sms.id, ids
+
+
+# --- the runs ---------------------------------------------------------------------------
+
+
+def _requests(base_url: str) -> dict[str, int]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base_url}/counts") as response:
+        return json.loads(response.read())
+
+
+async def full_path(engine, settings, workspace_id, template_id, channel, ids) -> float:
+    from activities.channels import SendMessagesInput
+    from channels.send import send_many
+
+    before = _requests(settings.sendgrid_base_url)
+    started = time.perf_counter()
+    sent = 0
+    campaign_message_id = uuid.uuid4()
+    for start in range(0, len(ids), 1000):
+        result = await send_many(
+            engine,
+            settings,
+            SendMessagesInput(
+                workspace_id=workspace_id,
+                channel=channel,
+                template_id=template_id,
+                profile_ids=ids[start : start + 1000],
+                idempotency_prefix=f"campaign-message:{campaign_message_id}",
+                campaign_message_id=campaign_message_id,
+                smart_sending=False,
+            ),
+        )
+        sent += result.sent
+        if result.failed or result.skipped:
+            raise RuntimeError(f"unexpected: {result}")
+    elapsed = time.perf_counter() - started
+    assert sent == len(ids), sent
+    after = _requests(settings.sendgrid_base_url)
+    made = {k: after[k] - before[k] for k in after}
+    print(f"  {channel.value} full path: {made['mail']} Mail Send, {made['sms']} Twilio requests")
+    return len(ids) / elapsed
+
+
+def _mail(recipients: list[int]):
+    from sendgrid.helpers.mail import Content, CustomArg, From, Mail, Personalization, To
+
+    mail = Mail()
+    mail.from_email = From("shop@example.com", "Shop")
+    mail.subject = "Summer sale"
+    mail.add_content(Content("text/html", HTML))
+    for i in recipients:
+        personalization = Personalization()
+        personalization.add_to(To(f"shopper{i}@example.com"))
+        personalization.add_custom_arg(CustomArg("waymark_message_id", str(uuid.uuid4())))
+        mail.add_personalization(personalization)
+    return mail.get()
+
+
+async def raw_sendgrid(base_url: str, n: int, per_request: int) -> float:
+    import sendgrid
+
+    client = sendgrid.SendGridAPIClient("SG." + "x" * 40, host=base_url)
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(start: int) -> None:
+        body = _mail(list(range(start, min(start + per_request, n))))
+        async with gate:
+            await asyncio.to_thread(lambda: client.client.mail.send.post(request_body=body))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(s) for s in range(0, n, per_request)))
+    return n / (time.perf_counter() - started)
+
+
+async def raw_twilio(base_url: str, n: int) -> float:
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+    from twilio.rest import Client
+
+    gate = asyncio.Semaphore(CONCURRENCY)
+    started = time.perf_counter()
+    async with AsyncTwilioHttpClient(timeout=30) as http:
+        client = Client(ACCOUNT_SID, "t" * 32, http_client=http)
+        client.api.base_url = base_url
+        messages = client.api.v2010.accounts(ACCOUNT_SID).messages
+
+        async def one(i: int) -> None:
+            async with gate:
+                await messages.create_async(
+                    to=f"+4860{i:07d}",
+                    from_="+48500000000",
+                    body=f"Hi Shopper{i}, summer sale: https://shop.example.com/sale",
+                    status_callback=f"https://wm.example.com/webhooks/twilio/x/status?wm={i}",
+                )
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return n / (time.perf_counter() - started)
+
+
+async def run(database_url: str, n: int) -> None:
+    from models import Channel
+
+    port = _free_port()
+    sink = multiprocessing.get_context("spawn").Process(target=_serve_sink, args=(port,))
+    sink.start()
+    try:
+        _wait_port(port)
+        base = f"http://127.0.0.1:{port}"
+        settings = Settings(
+            database_url=database_url,
+            secret_key="bench-secret-key-that-is-long-enough-0123456789",
+            public_url="https://wm.example.com",
+            sendgrid_base_url=base,
+            twilio_base_url=base,
+        )
+        engine = create_async_engine(sqlalchemy_url(database_url), pool_size=10)
+        workspace_id, email_id, same_id, sms_id, ids = await _setup(engine, settings, n)
+        rows = [
+            ("raw SendGrid, 1 recipient/request", await raw_sendgrid(base, n, 1)),
+            ("raw SendGrid, 1,000 personalizations/request", await raw_sendgrid(base, n, 1000)),
+            (
+                "full path email, same copy (send_many)",
+                await full_path(engine, settings, workspace_id, same_id, Channel.email, ids),
+            ),
+            (
+                "full path email, names in copy (send_many)",
+                await full_path(engine, settings, workspace_id, email_id, Channel.email, ids),
+            ),
+            ("raw Twilio, 1 message/request", await raw_twilio(base, n)),
+            (
+                "full path SMS (send_many)",
+                await full_path(engine, settings, workspace_id, sms_id, Channel.sms, ids),
+            ),
+        ]
+        await engine.dispose()
+    finally:
+        sink.terminate()
+        sink.join()
+    rate = dict(rows)
+    for name, value in rows:
+        print(f"{name:<50} {value:>10,.0f} msg/s")
+    raw_email, batched = (
+        rate["raw SendGrid, 1 recipient/request"],
+        rate["raw SendGrid, 1,000 personalizations/request"],
+    )
+    same, named = (
+        rate["full path email, same copy (send_many)"],
+        rate["full path email, names in copy (send_many)"],
+    )
+    full_sms, raw_sms = rate["full path SMS (send_many)"], rate["raw Twilio, 1 message/request"]
+    print(f"email: raw batched / raw per-recipient loop        {batched / raw_email:6.2f}x")
+    print(f"email: full path same copy / raw per-recipient     {same / raw_email:6.2f}x")
+    print(f"email: full path same copy / raw batched loop      {same / batched:6.2f}x")
+    print(f"email: full path names in copy / raw per-recipient {named / raw_email:6.2f}x")
+    print(f"sms:   full path / raw loop                        {full_sms / raw_sms:6.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipients", type=int, default=10_000)
+    args = parser.parse_args()
+    name = f"waymark_bench_send_{uuid.uuid4().hex[:8]}"
+    server = None
+    if admin_url := os.environ.get("DATABASE_URL"):
+        pass
+    else:
+        import pgserver
+
+        server = pgserver.get_server(
+            tempfile.mkdtemp(prefix="waymark-bench-"), cleanup_mode="delete"
+        )
+        admin_url = server.get_uri()
+    ensure_database(admin_url, name)
+    url = database_url_with(admin_url, name)
+    try:
+        migrate.upgrade(url)
+        asyncio.run(run(url, args.recipients))
+    finally:
+        drop_database(admin_url, name)
+        if server is not None:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,482 @@
+"""The message ledger: create-or-get by idempotency key, status transitions with history.
+
+Two kinds of writes:
+
+- The send path's own transitions (`mark_*`), set-based, each guarded by the status it expects:
+  `queued → skipped | sending`, `sending → sent | failed | queued`. `mark_sending` is the
+  claim: only rows it moved from `queued` may be handed to a provider, so two concurrent
+  attempts at the same key never both send.
+- What happens afterwards (`record_provider_event` from webhooks, `record_engagement` from
+  Waymark's own open pixel and click links): appended to the history and applied by rank
+  (`models.messages.STATUS_RANK`), so events arriving late or out of order never move a message
+  back; a provider event id is stored once, so webhook replays change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import Channel, Message, MessageStatus
+from models.messages import STATUS_RANK, SourceType
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    idempotency_key: str
+    profile_id: uuid.UUID
+    channel: Channel
+    source_type: SourceType
+    transactional: bool = False
+    template_id: uuid.UUID | None = None
+    flow_id: str | None = None
+    flow_version: int | None = None
+    step_id: str | None = None
+    journey_id: str | None = None
+    campaign_id: uuid.UUID | None = None
+    campaign_message_id: uuid.UUID | None = None
+
+
+def _json(value: dict[str, Any] | None) -> str:
+    return json.dumps(value or {}, separators=(",", ":"), default=str)
+
+
+_CREATE = text(
+    """
+    INSERT INTO messages (id, workspace_id, profile_id, channel, source_type, idempotency_key,
+                          transactional, template_id, flow_id, flow_version, step_id, journey_id,
+                          campaign_id, campaign_message_id, status, created_at)
+    SELECT gen_random_uuid(), :ws, x.profile_id, x.channel, x.source_type, x.key, x.transactional,
+           x.template_id, x.flow_id, x.flow_version, x.step_id, x.journey_id, x.campaign_id,
+           x.campaign_message_id, 'queued', :now
+    FROM unnest(CAST(:keys AS text[]), CAST(:profile_ids AS uuid[]), CAST(:channels AS text[]),
+                CAST(:source_types AS text[]), CAST(:transactional AS boolean[]),
+                CAST(:template_ids AS uuid[]), CAST(:flow_ids AS text[]),
+                CAST(:flow_versions AS int[]), CAST(:step_ids AS text[]),
+                CAST(:journey_ids AS text[]), CAST(:campaign_ids AS uuid[]),
+                CAST(:campaign_message_ids AS uuid[]))
+         AS x(key, profile_id, channel, source_type, transactional, template_id, flow_id,
+              flow_version, step_id, journey_id, campaign_id, campaign_message_id)
+    JOIN profiles p ON p.id = x.profile_id AND p.workspace_id = :ws
+    ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
+    RETURNING id, status, profile_id
+    """
+)
+
+
+async def get_or_create_many(
+    session: AsyncSession, workspace_id: uuid.UUID, new: Sequence[NewMessage], now: datetime
+) -> dict[str, Message]:
+    """The ledger row of every key, created (`queued`) where missing; two statements.
+
+    Keys of profiles that are not in the workspace (erased meanwhile) are absent from the
+    answer."""
+    if not new:
+        return {}
+    columns: dict[str, list[Any]] = {
+        "keys": [m.idempotency_key for m in new],
+        "profile_ids": [m.profile_id for m in new],
+        "channels": [Channel(m.channel).value for m in new],
+        "source_types": [SourceType(m.source_type).value for m in new],
+        "transactional": [m.transactional for m in new],
+        "template_ids": [m.template_id for m in new],
+        "flow_ids": [m.flow_id for m in new],
+        "flow_versions": [m.flow_version for m in new],
+        "step_ids": [m.step_id for m in new],
+        "journey_ids": [m.journey_id for m in new],
+        "campaign_ids": [m.campaign_id for m in new],
+        "campaign_message_ids": [m.campaign_message_id for m in new],
+    }
+    await session.execute(_CREATE, {"ws": workspace_id, "now": now, **columns})
+    rows = await session.execute(
+        select(Message)
+        .where(
+            Message.workspace_id == workspace_id,
+            Message.idempotency_key.in_(columns["keys"]),  # type: ignore[union-attr]
+        )
+        .execution_options(populate_existing=True)
+    )
+    return {m.idempotency_key: m for m in rows.scalars()}
+
+
+async def get_or_create(
+    session: AsyncSession, workspace_id: uuid.UUID, new: NewMessage, now: datetime
+) -> Message | None:
+    return (await get_or_create_many(session, workspace_id, [new], now)).get(new.idempotency_key)
+
+
+async def get_message(
+    session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID
+) -> Message | None:
+    return (
+        await session.execute(
+            select(Message)
+            .where(Message.workspace_id == workspace_id, Message.id == message_id)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+
+
+async def find_by_provider_id(
+    session: AsyncSession, workspace_id: uuid.UUID, provider_message_id: str
+) -> Message | None:
+    return (
+        await session.execute(
+            select(Message).where(
+                Message.workspace_id == workspace_id,
+                Message.provider_message_id == provider_message_id,
+            )
+        )
+    ).scalar_one_or_none()
+
+
+# --- the send path's own transitions ------------------------------------------------------
+
+_SKIP = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:reasons AS text[])) AS x(id, reason)
+    ), moved AS (
+        UPDATE messages m SET status = 'skipped', skip_reason = i.reason, hold_until = NULL
+        FROM input i
+        WHERE m.id = i.id AND m.workspace_id = :ws AND m.status = 'queued'
+        RETURNING m.id, i.reason
+    ), history AS (
+        INSERT INTO message_events (message_id, workspace_id, status, occurred_at, detail)
+        SELECT id, :ws, 'skipped', :now, jsonb_build_object('reason', reason) FROM moved
+    )
+    SELECT id FROM moved
+    """
+)
+
+
+async def mark_skipped(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    skips: Sequence[tuple[uuid.UUID, str]],
+    now: datetime,
+) -> None:
+    if skips:
+        await session.execute(
+            _SKIP,
+            {
+                "ws": workspace_id,
+                "now": now,
+                "ids": [i for i, _ in skips],
+                "reasons": [str(r) for _, r in skips],
+            },
+        )
+
+
+_HOLD = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:untils AS timestamptz[])) AS x(id, until)
+    ), moved AS (
+        UPDATE messages m SET hold_until = i.until
+        FROM input i
+        WHERE m.id = i.id AND m.workspace_id = :ws AND m.status = 'queued'
+          AND m.hold_until IS DISTINCT FROM i.until
+        RETURNING m.id, i.until
+    ), history AS (
+        INSERT INTO message_events (message_id, workspace_id, status, occurred_at, detail)
+        SELECT id, :ws, 'held', :now,
+               jsonb_build_object('reason', 'quiet_hours', 'hold_until', until) FROM moved
+    )
+    SELECT id FROM moved
+    """
+)
+
+
+async def mark_held(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    holds: Sequence[tuple[uuid.UUID, datetime]],
+    now: datetime,
+) -> None:
+    if holds:
+        await session.execute(
+            _HOLD,
+            {
+                "ws": workspace_id,
+                "now": now,
+                "ids": [i for i, _ in holds],
+                "untils": [u for _, u in holds],
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What is about to be handed to the provider, stored on the row before the call."""
+
+    message_id: uuid.UUID
+    to_address: str
+    subject: str | None
+    content: bytes
+    content_sha256: str
+    provider: str
+
+
+_CLAIM = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:addresses AS text[]),
+                             CAST(:subjects AS text[]), CAST(:contents AS bytea[]),
+                             CAST(:hashes AS text[]), CAST(:providers AS text[]))
+                 AS x(id, to_address, subject, content, content_sha256, provider)
+    ), moved AS (
+        UPDATE messages m
+        SET status = 'sending', sending_at = :now, hold_until = NULL, to_address = i.to_address,
+            subject = i.subject, content = i.content, content_sha256 = i.content_sha256,
+            provider = i.provider
+        FROM input i
+        WHERE m.id = i.id AND m.workspace_id = :ws AND m.status = 'queued'
+        RETURNING m.id
+    ), history AS (
+        INSERT INTO message_events (message_id, workspace_id, status, occurred_at)
+        SELECT id, :ws, 'sending', :now FROM moved
+    )
+    SELECT id FROM moved
+    """
+)
+
+
+async def mark_sending(
+    session: AsyncSession, workspace_id: uuid.UUID, outgoing: Sequence[Outgoing], now: datetime
+) -> set[uuid.UUID]:
+    """Claim rows for sending (`queued → sending`); returns the ids this call claimed. Commit
+    before calling the provider: a crash after the call then finds the row in `sending`."""
+    if not outgoing:
+        return set()
+    result = await session.execute(
+        _CLAIM,
+        {
+            "ws": workspace_id,
+            "now": now,
+            "ids": [o.message_id for o in outgoing],
+            "addresses": [o.to_address for o in outgoing],
+            "subjects": [o.subject for o in outgoing],
+            "contents": [o.content for o in outgoing],
+            "hashes": [o.content_sha256 for o in outgoing],
+            "providers": [o.provider for o in outgoing],
+        },
+    )
+    return set(result.scalars())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message_id: uuid.UUID
+    status: MessageStatus  # sent | failed | queued (handed back: the provider was unavailable)
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+_OUTCOME = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
+                             CAST(:provider_ids AS text[]), CAST(:errors AS text[]))
+                 AS x(id, status, provider_message_id, error)
+    ), moved AS (
+        UPDATE messages m
+        SET status = i.status,
+            provider_message_id = COALESCE(i.provider_message_id, m.provider_message_id),
+            error = i.error,
+            sent_at = CASE WHEN i.status = 'sent' THEN :now ELSE m.sent_at END,
+            failed_at = CASE WHEN i.status = 'failed' THEN :now ELSE m.failed_at END,
+            sending_at = CASE WHEN i.status = 'queued' THEN NULL ELSE m.sending_at END
+        FROM input i
+        WHERE m.id = i.id AND m.workspace_id = :ws AND m.status = :expected
+        RETURNING m.id, i.status, i.provider_message_id, i.error
+    ), history AS (
+        INSERT INTO message_events (message_id, workspace_id, status, occurred_at, detail)
+        SELECT id, :ws, status, :now,
+               jsonb_strip_nulls(jsonb_build_object('provider_message_id', provider_message_id,
+                                                    'error', error))
+        FROM moved
+    )
+    SELECT id FROM moved
+    """
+)
+
+
+async def mark_outcomes(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    *,
+    expected: MessageStatus = MessageStatus.sending,
+) -> set[uuid.UUID]:
+    """Record what the provider said for claimed rows (`sending → sent | failed | queued`), or
+    fail rows that never reached a provider (`expected=queued`, e.g. a template error)."""
+    if not outcomes:
+        return set()
+    result = await session.execute(
+        _OUTCOME,
+        {
+            "ws": workspace_id,
+            "now": now,
+            "expected": MessageStatus(expected).value,
+            "ids": [o.message_id for o in outcomes],
+            "statuses": [MessageStatus(o.status).value for o in outcomes],
+            "provider_ids": [o.provider_message_id for o in outcomes],
+            "errors": [o.error for o in outcomes],
+        },
+    )
+    return set(result.scalars())
+
+
+# --- what happens afterwards: webhooks and engagement -------------------------------------
+
+_RANK_SQL = "(CASE m.status {} ELSE 0 END)".format(
+    " ".join(f"WHEN '{s.value}' THEN {r}" for s, r in STATUS_RANK.items())
+)
+# The timestamp column an event sets the first time it happens.
+_STAMP = {
+    MessageStatus.sent: "sent_at",
+    MessageStatus.delivered: "delivered_at",
+    MessageStatus.opened: "opened_at",
+    MessageStatus.clicked: "clicked_at",
+    MessageStatus.bounced: "bounced_at",
+    MessageStatus.failed: "failed_at",
+}
+# Statuses that prove the provider accepted the message: they also settle `sent_at` (the
+# unknown-outcome window is reconciled by any of them).
+_PROVES_SENT = frozenset(STATUS_RANK) - {
+    MessageStatus.queued,
+    MessageStatus.sending,
+    MessageStatus.failed,
+    MessageStatus.skipped,
+}
+
+
+def _apply_sql(status: MessageStatus) -> str:
+    sets = [
+        f"status = CASE WHEN {STATUS_RANK[status]} >= {_RANK_SQL} THEN :status ELSE m.status END",
+        "provider_message_id = COALESCE(m.provider_message_id, :provider_message_id)",
+    ]
+    if column := _STAMP.get(status):
+        sets.append(f"{column} = COALESCE(m.{column}, :at)")
+    if status in _PROVES_SENT and status != MessageStatus.sent:
+        sets.append("sent_at = COALESCE(m.sent_at, :at)")
+    return f"""
+    WITH target AS (
+        SELECT id FROM messages WHERE id = :mid AND workspace_id = :ws
+    ), history AS (
+        INSERT INTO message_events (message_id, workspace_id, status, occurred_at, detail,
+                                    provider_event_id)
+        SELECT id, :ws, :status, :at, CAST(:detail AS jsonb), :provider_event_id FROM target
+        ON CONFLICT (workspace_id, provider_event_id) WHERE provider_event_id IS NOT NULL
+        DO NOTHING
+        RETURNING message_id
+    ), applied AS (
+        UPDATE messages m SET {", ".join(sets)}
+        FROM history h WHERE m.id = h.message_id
+        RETURNING m.id
+    )
+    SELECT message_id FROM history
+    """
+
+
+_APPLY = {status: text(_apply_sql(status)) for status in STATUS_RANK}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An event the ledger took (None from the functions below: unknown message or replay)."""
+
+    message_id: uuid.UUID
+    profile_id: uuid.UUID
+    channel: Channel
+    status: MessageStatus
+    to_address: str | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+async def record_provider_event(
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    status: MessageStatus | str,
+    occurred_at: datetime,
+    detail: dict[str, Any] | None = None,
+    provider_event_id: str | None = None,
+    provider_message_id: str | None = None,
+) -> Recorded | None:
+    """Append a provider's event to a message and apply it; None when the message is not in the
+    workspace or the event (by `provider_event_id`) was recorded before — a replay."""
+    status = MessageStatus(status)
+    stored = (
+        await session.execute(
+            _APPLY[status],
+            {
+                "ws": workspace_id,
+                "mid": message_id,
+                "status": status.value,
+                "at": occurred_at,
+                "detail": _json(detail),
+                "provider_event_id": provider_event_id,
+                "provider_message_id": provider_message_id,
+            },
+        )
+    ).first()
+    if stored is None:
+        return None
+    row = (
+        await session.execute(
+            select(Message.profile_id, Message.channel, Message.to_address).where(
+                Message.id == message_id
+            )
+        )
+    ).one()
+    return Recorded(
+        message_id, row.profile_id, Channel(row.channel), status, row.to_address, detail or {}
+    )
+
+
+ENGAGEMENT_KINDS = {
+    "open": MessageStatus.opened,
+    "opened": MessageStatus.opened,
+    "click": MessageStatus.clicked,
+    "clicked": MessageStatus.clicked,
+    "unsubscribe": MessageStatus.unsubscribed,
+    "unsubscribed": MessageStatus.unsubscribed,
+    "spam": MessageStatus.spam,
+}
+
+
+async def record_engagement(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    kind: str,
+    occurred_at: datetime,
+    detail: dict[str, Any] | None = None,
+) -> Recorded | None:
+    """An open (pixel), click (tracked link) or unsubscribe (link) of a message, from Waymark's
+    own tracking: appended to its history (every open and click is kept; `opened_at` and
+    `clicked_at` keep the first). The ledger only — profile events are the caller's.
+    None when the message is not in the workspace."""
+    try:
+        status = ENGAGEMENT_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown engagement kind {kind!r}") from None
+    return await record_provider_event(
+        session,
+        workspace_id=workspace_id,
+        message_id=message_id,
+        status=status,
+        occurred_at=occurred_at,
+        detail=detail,
+    )

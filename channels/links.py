@@ -1,0 +1,581 @@
+"""Tracking links: signed tokens, click/open/unsubscribe URLs, and outgoing email HTML.
+
+A token is `base64url(payload) + "." + base64url(mac)`, where the MAC is HMAC-SHA256 (first 16
+bytes) under a key derived from `settings.secret_key` and the workspace id in the payload. The
+payload carries the kind (open, click, unsubscribe, preferences), the channel, the workspace,
+message and profile ids, and for clicks the destination URL itself: a click redirects only to a
+URL signed into that message, so there is no open redirect and no lookup. A token of one kind
+is never accepted as another, and changing any byte (the URL, the workspace) breaks the MAC.
+
+HTML is changed with the stdlib HTML parser: only the `href` of `<a>`/`<area>` tags is
+rewritten, in place, and everything else in the document is kept byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import html as htmllib
+import re
+import uuid
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from html.parser import HTMLParser
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from core.settings import Settings
+from models import Channel
+
+VERSION = 1
+MAC_BYTES = 16
+_ZERO = uuid.UUID(int=0)
+_CHANNELS = list(Channel)
+_CHANNEL_INDEX = {c: i for i, c in enumerate(_CHANNELS)}
+_ZLIB = 0x80  # flag in the channel byte: the URL is deflated
+
+
+class LinkKind(enum.IntEnum):
+    open = 1
+    click = 2
+    unsubscribe = 3
+    preferences = 4
+
+
+PATHS = {
+    LinkKind.open: "/l/o/{}.gif",
+    LinkKind.click: "/l/c/{}",
+    LinkKind.unsubscribe: "/l/u/{}",
+    LinkKind.preferences: "/l/p/{}",
+}
+
+
+class BadToken(ValueError):
+    """Not a token this server signed (forged, altered, truncated, or of another kind)."""
+
+
+@dataclass(frozen=True)
+class LinkToken:
+    kind: LinkKind
+    channel: Channel
+    workspace_id: uuid.UUID
+    profile_id: uuid.UUID
+    message_id: uuid.UUID | None = None
+    url: str | None = None
+
+
+def _key(settings: Settings, workspace_id: uuid.UUID) -> bytes:
+    return _derived_key(settings.secret_key, workspace_id)
+
+
+@lru_cache(maxsize=256)
+def _derived_key(secret_key: str, workspace_id: uuid.UUID) -> bytes:
+    material = b"waymark/links/v1/" + workspace_id.bytes
+    return hmac.new(secret_key.encode(), material, hashlib.sha256).digest()
+
+
+@lru_cache(maxsize=1024)
+def _packed_url(url: str) -> tuple[bytes, bool]:
+    """The URL as stored in a token: deflated when that is shorter (the same for every
+    recipient of a message, so computed once)."""
+    raw = url.encode()
+    if len(raw) > 64 and len(packed := zlib.compress(raw, 9)) < len(raw):
+        return packed, True
+    return raw, False
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(settings: Settings, token: LinkToken) -> str:
+    if token.kind == LinkKind.click and not _is_web(token.url):
+        raise ValueError(f"only http(s) links are tracked, not {token.url!r}")
+    channel = _CHANNEL_INDEX[token.channel]
+    url, deflated = _packed_url(token.url or "")
+    if deflated:
+        channel |= _ZLIB
+    payload = (
+        bytes([VERSION, int(token.kind), channel])
+        + token.workspace_id.bytes
+        + token.profile_id.bytes
+        + (token.message_id or _ZERO).bytes
+        + url
+    )
+    mac = hmac.new(_key(settings, token.workspace_id), payload, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
+
+
+def verify(settings: Settings, token: str, kind: LinkKind) -> LinkToken:
+    """The token's contents, or BadToken."""
+    try:
+        body, mac = token.split(".")
+        payload, given = _unb64(body), _unb64(mac)
+    except (ValueError, TypeError):
+        raise BadToken("malformed token") from None
+    if len(payload) < 51 or payload[0] != VERSION or payload[1] != kind:
+        raise BadToken("not a token of this kind")
+    workspace_id = uuid.UUID(bytes=payload[3:19])
+    expected = hmac.new(_key(settings, workspace_id), payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(given, expected[:MAC_BYTES]):
+        raise BadToken("bad signature")
+    channel, url = payload[2], payload[51:]
+    if channel & _ZLIB:
+        url = zlib.decompress(url)
+    message_id = uuid.UUID(bytes=payload[35:51])
+    return LinkToken(
+        kind=LinkKind(kind),
+        channel=_CHANNELS[channel & ~_ZLIB],
+        workspace_id=workspace_id,
+        profile_id=uuid.UUID(bytes=payload[19:35]),
+        message_id=None if message_id == _ZERO else message_id,
+        url=url.decode() or None,
+    )
+
+
+def link_url(settings: Settings, token: LinkToken) -> str:
+    return settings.public_url.rstrip("/") + PATHS[token.kind].format(sign(settings, token))
+
+
+def click_url(
+    url: str,
+    *,
+    settings: Settings,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    channel: Channel,
+) -> str:
+    token = LinkToken(LinkKind.click, channel, workspace_id, profile_id, message_id, url)
+    return link_url(settings, token)
+
+
+def open_pixel_url(
+    *, settings: Settings, workspace_id: uuid.UUID, message_id: uuid.UUID, profile_id: uuid.UUID
+) -> str:
+    token = LinkToken(LinkKind.open, Channel.email, workspace_id, profile_id, message_id)
+    return link_url(settings, token)
+
+
+def unsubscribe_url(
+    *,
+    settings: Settings,
+    workspace_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    message_id: uuid.UUID | None = None,
+    channel: Channel = Channel.email,
+) -> str:
+    """The page (GET) and one-click endpoint (POST) that unsubscribe from `channel`."""
+    token = LinkToken(LinkKind.unsubscribe, channel, workspace_id, profile_id, message_id)
+    return link_url(settings, token)
+
+
+def preferences_url(
+    *,
+    settings: Settings,
+    workspace_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    message_id: uuid.UUID | None = None,
+    channel: Channel = Channel.email,
+) -> str:
+    """The preference page: the profile's consent per channel, to change."""
+    token = LinkToken(LinkKind.preferences, channel, workspace_id, profile_id, message_id)
+    return link_url(settings, token)
+
+
+def list_unsubscribe_headers(
+    *,
+    settings: Settings,
+    workspace_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    message_id: uuid.UUID | None = None,
+) -> dict[str, str]:
+    """RFC 8058 one-click unsubscribe headers for an email."""
+    url = unsubscribe_url(
+        settings=settings, workspace_id=workspace_id, profile_id=profile_id, message_id=message_id
+    )
+    return unsubscribe_headers(url)
+
+
+def unsubscribe_headers(url: str) -> dict[str, str]:
+    """RFC 8058 headers for an (email) unsubscribe URL already signed."""
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+# --- URLs --------------------------------------------------------------------------------------
+
+
+def _is_web(url: str | None) -> bool:
+    return bool(url) and _scheme(url) in ("http", "https")
+
+
+@lru_cache(maxsize=1024)
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def add_utm(url: str, utm: dict[str, str] | None) -> str:
+    """`url` with the UTM parameters it does not have yet (its own values win)."""
+    if not utm:
+        return url
+    return _add_utm(url, tuple(utm.items()))
+
+
+@lru_cache(maxsize=1024)
+def _add_utm(url: str, utm: tuple[tuple[str, str], ...]) -> str:
+    if not _is_web(url):
+        return url
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    present = {k for k, _ in query}
+    extra = [(k, v) for k, v in utm if v and k not in present]
+    if not extra:
+        return url
+    joined = parts.query + ("&" if parts.query else "") + urlencode(extra)
+    return urlunsplit(parts._replace(query=joined))
+
+
+def _trackable(url: str, settings: Settings) -> bool:
+    """http(s) links other than Waymark's own (unsubscribe, preferences, already tracked)."""
+    return _is_web(url) and not url.startswith(settings.public_url.rstrip("/") + "/l/")
+
+
+# --- email HTML --------------------------------------------------------------------------------
+
+_PIXEL = (
+    '<img src="{src}" width="1" height="1" alt="" '
+    'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0" />'
+)
+_PREHEADER = (
+    '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all" aria-hidden="true">'
+    "{text}</div>"
+)
+_UNSUBSCRIBE_FOOTER = '<p style="font-size:12px"><a href="{url}">Unsubscribe</a></p>'
+
+
+class _Scanner(HTMLParser):
+    """Finds, by source offset, the `<a>`/`<area>` start tags, `<body>` and `</body>`."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self._line_starts = [0] + [m.end() for m in re.finditer("\n", source)]
+        self.links: list[tuple[int, int, str, list[tuple[str, str | None]], bool]] = []
+        self.body_open: int | None = None
+        self.body_close: int | None = None
+        self.hrefs: list[str] = []
+
+    def _offset(self) -> int:
+        line, column = self.getpos()
+        return self._line_starts[line - 1] + column
+
+    def _start(self, tag: str, attrs: list[tuple[str, str | None]], closed: bool) -> None:
+        start = self._offset()
+        end = start + len(self.get_starttag_text() or "")
+        if tag == "body" and self.body_open is None:
+            self.body_open = end
+        if tag in ("a", "area"):
+            self.links.append((start, end, tag, attrs, closed))
+            self.hrefs.extend(v for k, v in attrs if k == "href" and v)
+
+    def handle_starttag(self, tag, attrs):
+        self._start(tag, attrs, False)
+
+    def handle_startendtag(self, tag, attrs):
+        self._start(tag, attrs, True)
+
+    def handle_endtag(self, tag):
+        if tag == "body":
+            self.body_close = self._offset()
+
+
+def _tag(tag: str, attrs: list[tuple[str, str | None]], closed: bool) -> str:
+    rendered = "".join(
+        f" {k}" if v is None else f' {k}="{htmllib.escape(v, quote=True)}"' for k, v in attrs
+    )
+    return f"<{tag}{rendered}{' /' if closed else ''}>"
+
+
+def prepare_email_html(
+    html: str,
+    *,
+    settings: Settings,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    utm: dict[str, str] | None = None,
+    preheader: str | None = None,
+    unsubscribe_url: str | None = None,
+) -> str:
+    """The email as sent: UTM on every http(s) link, each rewritten to a signed click URL, an open
+    pixel before `</body>`, the preheader as hidden text after `<body>`, and an unsubscribe link
+    in a footer when `unsubscribe_url` is given and the HTML links to it nowhere.
+
+    Links opt out of tracking with `data-waymark-track="off"`; mailto:, tel:, anchors and
+    Waymark's own links are left alone."""
+    ids = {"workspace_id": workspace_id, "message_id": message_id, "profile_id": profile_id}
+    return _email_html(
+        html, settings, ids, utm, preheader, unsubscribe_url, lambda escaped: escaped
+    )
+
+
+def _email_html(
+    html: str,
+    settings: Settings,
+    ids: dict[str, uuid.UUID],
+    utm: dict[str, str] | None,
+    preheader: str | None,
+    unsubscribe_url: str | None,
+    place: Callable[[str], str],
+) -> str:
+    """`prepare_email_html`, with every signed URL (HTML-escaped) put in by `place`: itself, or
+    a substitution tag standing for it."""
+    scan = _Scanner(html)
+    scan.feed(html)
+    scan.close()
+    edits: list[tuple[int, int, str]] = []
+    for start, end, tag, attrs, closed in scan.links:
+        values = dict(attrs)
+        href = (values.get("href") or "").strip()
+        if not _trackable(href, settings) or values.get("data-waymark-track") == "off":
+            continue
+        tracked = place(
+            htmllib.escape(
+                click_url(add_utm(href, utm), settings=settings, channel=Channel.email, **ids),
+                quote=True,
+            )
+        )
+        # `_tag` escapes attribute values: the placed text goes in as it is.
+        rendered = _tag(tag, [(k, _PLACED if k == "href" else v) for k, v in attrs], closed)
+        edits.append((start, end, rendered.replace(_PLACED, tracked, 1)))
+    pixel = open_pixel_url(settings=settings, **ids)
+    tail = _PIXEL.format(src=place(htmllib.escape(pixel, quote=True)))
+    if unsubscribe_url and not any(h.strip() == unsubscribe_url for h in scan.hrefs):
+        footer = place(htmllib.escape(unsubscribe_url, quote=True))
+        tail = _UNSUBSCRIBE_FOOTER.format(url=footer) + tail
+    close = scan.body_close if scan.body_close is not None else len(html)
+    edits.append((close, close, tail))
+    if preheader:
+        at = scan.body_open or 0
+        edits.append((at, at, _PREHEADER.format(text=htmllib.escape(preheader))))
+    out, cursor = [], 0
+    for start, end, text in sorted(edits, key=lambda e: (e[0], e[1])):
+        out.append(html[cursor:start])
+        out.append(text)
+        cursor = end
+    out.append(html[cursor:])
+    return "".join(out)
+
+
+_PLACED = "\x00wm-placed\x00"  # never in a parsed attribute value (NUL is not kept by `_tag`)
+
+# --- email content shared by many recipients: per-recipient URLs as substitution tags ----------
+#
+# SendGrid sends one request to up to 1,000 recipients of the same content, each with its own
+# `substitutions` (tag → value). The signed URLs of an email (clicks, open pixel, unsubscribe,
+# preferences) differ per recipient; put in as tags, the content of recipients whose rendered
+# text is otherwise the same is the same, and they share a request.
+
+TAG_PREFIX = "-wm"
+_TAG = re.compile(r"-wm\d+-")
+# A tag is `-wm<n>-`. Content with no `wm<digit>` of its own can hold tags safely: every
+# `wm<digit>` in the tagged content is then inside a tag, so no tag matches anywhere else
+# (not even across a tag's edge).
+_UNSAFE = re.compile(r"wm\d")
+
+
+@dataclass(frozen=True)
+class TaggedEmail:
+    """An email's HTML and text with per-recipient URLs as tags; `substitutions` maps each tag
+    to its value (empty when the content could not hold tags: then html/text are the real
+    content). `real_html`/`real_text` are the content as the recipient gets it."""
+
+    html: str
+    text: str
+    substitutions: dict[str, str] = field(default_factory=dict)
+    real_html: str = ""
+    real_text: str = ""
+
+
+def substitute(content: str, substitutions: dict[str, str]) -> str:
+    """`content` with every tag replaced by its value, in one pass (values are not rescanned)."""
+    if not substitutions or not content:
+        return content
+    return _TAG.sub(lambda m: substitutions.get(m.group(0), m.group(0)), content)
+
+
+def prepare_email_tagged(
+    html: str,
+    text: str,
+    *,
+    settings: Settings,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    utm: dict[str, str] | None = None,
+    preheader: str | None = None,
+    unsubscribe_url: str | None = None,
+    personal_urls: Sequence[str] = (),
+) -> TaggedEmail:
+    """`prepare_email_html` for a batch send: the same HTML, but with each signed URL (click
+    links, the open pixel, the unsubscribe footer) and each of `personal_urls` (the rendered
+    unsubscribe/preferences URLs, wherever the template put them, HTML and text) replaced by
+    a tag `-wm0-`, `-wm1-`, ... and the tag → value map. Same result as `prepare_email_html`
+    once substituted."""
+    ids = {"workspace_id": workspace_id, "message_id": message_id, "profile_id": profile_id}
+    if _UNSAFE.search(html) or _UNSAFE.search(text):  # cannot hold tags: the real content
+        real = _email_html(html, settings, ids, utm, preheader, unsubscribe_url, lambda e: e)
+        return TaggedEmail(real, text, {}, real, text)
+    subs: dict[str, str] = {}
+    tags: dict[str, str] = {}
+
+    def place(value: str) -> str:
+        tag = tags.get(value)
+        if tag is None:
+            tag = tags[value] = f"{TAG_PREFIX}{len(subs)}-"
+            subs[tag] = value
+        return tag
+
+    tagged_html = _email_html(html, settings, ids, utm, preheader, unsubscribe_url, place)
+    tagged_text = text
+    for url in dict.fromkeys(u for u in personal_urls if u):
+        escaped = htmllib.escape(url, quote=True)
+        if escaped in tagged_html:
+            tagged_html = tagged_html.replace(escaped, place(escaped))
+        if url != escaped and url in tagged_html:
+            tagged_html = tagged_html.replace(url, place(url))
+        if url in tagged_text:
+            tagged_text = tagged_text.replace(url, place(url))
+    real_html = substitute(tagged_html, subs)
+    real_text = substitute(tagged_text, subs)
+    if any(_TAG.search(v) for v in subs.values()):  # a value that looks like a tag: keep it simple
+        return TaggedEmail(real_html, real_text, {}, real_html, real_text)
+    return TaggedEmail(tagged_html, tagged_text, subs, real_html, real_text)
+
+
+# --- plain text: SMS, WhatsApp, the email's text part, push --------------------------------
+
+_URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
+_TRAILING = ".,;:!?)]}'\""
+
+
+def _split_trailing(url: str) -> tuple[str, str]:
+    """A URL at the end of a sentence without its trailing punctuation (balanced `)` stay)."""
+    end = len(url)
+    while end and url[end - 1] in _TRAILING:
+        if url[end - 1] == ")" and url[:end].count("(") >= url[:end].count(")"):
+            break
+        end -= 1
+    return url[:end], url[end:]
+
+
+def track_text_links(
+    body: str,
+    *,
+    settings: Settings,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    channel: Channel,
+    utm: dict[str, str] | None = None,
+) -> str:
+    """Every http(s) URL in a text body replaced by a signed click URL (with UTM added)."""
+
+    def replace(match: re.Match[str]) -> str:
+        url, rest = _split_trailing(match.group(0))
+        if not _trackable(url, settings):
+            return match.group(0)
+        tracked = click_url(
+            add_utm(url, utm),
+            settings=settings,
+            workspace_id=workspace_id,
+            message_id=message_id,
+            profile_id=profile_id,
+            channel=channel,
+        )
+        return tracked + rest
+
+    return _URL.sub(replace, body)
+
+
+def push_click_url(
+    url: str,
+    *,
+    settings: Settings,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    utm: dict[str, str] | None = None,
+) -> str:
+    """The URL a push notification opens: a signed click URL (records "Clicked Push")."""
+    if not _trackable(url, settings):
+        return url
+    return click_url(
+        add_utm(url, utm),
+        settings=settings,
+        workspace_id=workspace_id,
+        message_id=message_id,
+        profile_id=profile_id,
+        channel=Channel.push,
+    )
+
+
+# --- the email's text part, derived from its HTML ----------------------------------------------
+
+_BLOCKS = {
+    "p", "div", "br", "tr", "table", "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul", "ol",
+    "section", "article", "header", "footer", "blockquote", "hr",
+}  # fmt: skip
+_SKIP = {"script", "style", "head", "title"}
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skipping = 0
+        self.href: str | None = None
+        self.link_text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _SKIP:
+            self.skipping += 1
+        elif tag in _BLOCKS:
+            self.out.append("\n- " if tag == "li" else "\n")
+        elif tag == "a":
+            self.href, self.link_text = dict(attrs).get("href"), []
+
+    def handle_endtag(self, tag):
+        if tag in _SKIP:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in _BLOCKS and tag != "li":
+            self.out.append("\n")
+        elif tag == "a" and self.href is not None:
+            label = " ".join("".join(self.link_text).split())
+            if _is_web(self.href) and self.href != label:
+                self.out.append(f" ({self.href})" if label else self.href)
+            self.href = None
+
+    def handle_data(self, data):
+        if self.skipping:
+            return
+        text = re.sub(r"\s+", " ", data)
+        self.out.append(text)
+        if self.href is not None:
+            self.link_text.append(text)
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain-text version of an email: blocks on their own lines, links as
+    "label (url)", no scripts, styles or head."""
+    parser = _Text()
+    parser.feed(html)
+    parser.close()
+    lines = [line.strip() for line in "".join(parser.out).splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -1,0 +1,235 @@
+"""Materialized segment membership: recompute a segment's members in SQL and diff them.
+
+`refresh_segment` runs one statement: the compiled condition (`members_query`) as a CTE, an
+`INSERT … ON CONFLICT DO NOTHING RETURNING` for entries, a `DELETE … NOT EXISTS … RETURNING` for
+exits, both logged in `segment_membership_changes`, and the segment's counters updated. No rows
+travel through Python but the ids that entered or exited. With `profile_ids` only those profiles
+are evaluated and diffed (incremental updates after an event or a profile change).
+
+Segments that read other segments ("in segment S") are refreshed after them: `refresh_segments`
+orders a workspace's segments by their dependencies.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import (
+    ARRAY,
+    Uuid,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import Segment, SegmentMember, SegmentMembershipChange
+from segments import Condition, Dependencies, condition_adapter, dependencies, members_query
+
+MEMBERS = SegmentMember.__table__
+CHANGES = SegmentMembershipChange.__table__
+SEGMENTS = Segment.__table__
+
+
+@dataclass
+class RefreshResult:
+    entered: list[uuid.UUID] = field(default_factory=list)
+    exited: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SegmentDefinition:
+    """A saved segment's parsed condition and what it depends on."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    condition: Condition
+    deps: Dependencies
+    updated_at: datetime | None = None
+
+
+def parse(
+    segment_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+    definition: dict,
+    updated_at: datetime | None = None,
+) -> SegmentDefinition:
+    condition = condition_adapter.validate_python(definition)
+    return SegmentDefinition(
+        segment_id, workspace_id, condition, dependencies(condition), updated_at
+    )
+
+
+async def load_definitions(
+    session: AsyncSession, workspace_id: uuid.UUID, ids: Collection[uuid.UUID] | None = None
+) -> dict[uuid.UUID, SegmentDefinition]:
+    query = select(Segment.id, Segment.definition, Segment.updated_at).where(
+        Segment.workspace_id == workspace_id
+    )
+    if ids is not None:
+        query = query.where(Segment.id.in_(list(ids)))
+    rows = (await session.execute(query)).all()
+    return {sid: parse(sid, workspace_id, d, at) for sid, d, at in rows}
+
+
+def dependency_order(graph: Mapping[uuid.UUID, Iterable[uuid.UUID]]) -> list[uuid.UUID]:
+    """Segments so that each comes after the segments it reads (within `graph`), ties by id —
+    a fixed order, so concurrent refreshes take their locks in the same order. Cycles (refused
+    at save time) cannot stall it: what is left of one is appended by id."""
+    nodes = set(graph)
+    needs = {n: {d for d in graph[n] if d in nodes and d != n} for n in nodes}
+    order: list[uuid.UUID] = []
+    ready = sorted((n for n, d in needs.items() if not d), key=str)
+    while ready:
+        node = ready.pop(0)
+        order.append(node)
+        for other, deps in needs.items():
+            if node in deps:
+                deps.discard(node)
+                if not deps and other not in order and other not in ready:
+                    ready.append(other)
+        ready.sort(key=str)
+    order += sorted((n for n in nodes if n not in order), key=str)
+    return order
+
+
+def with_dependents(
+    definitions: Mapping[uuid.UUID, SegmentDefinition], seeds: Iterable[uuid.UUID]
+) -> set[uuid.UUID]:
+    """`seeds` and every segment that reads one of them, transitively."""
+    chosen = set(seeds)
+    grew = True
+    while grew:
+        grew = False
+        for sid, d in definitions.items():
+            if sid not in chosen and d.deps.segments & chosen:
+                chosen.add(sid)
+                grew = True
+    return chosen
+
+
+async def refresh_segment(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    segment_id: uuid.UUID,
+    *,
+    now: datetime,
+    profile_ids: Collection[uuid.UUID] | None = None,
+    condition: Condition | None = None,
+) -> RefreshResult:
+    """Bring `segment_members` of one segment in line with its definition at `now`.
+
+    Idempotent: a second run with nothing changed enters and exits no one. With `profile_ids`
+    only those profiles are evaluated (and only they can enter or exit)."""
+    if condition is None:
+        definition = (
+            await session.execute(
+                select(Segment.definition).where(
+                    Segment.id == segment_id, Segment.workspace_id == workspace_id
+                )
+            )
+        ).scalar_one_or_none()
+        if definition is None:
+            raise LookupError(f"no segment {segment_id} in workspace {workspace_id}")
+        condition = condition_adapter.validate_python(definition)
+    full = profile_ids is None
+    ids = None if full else list(dict.fromkeys(profile_ids))
+    if ids is not None and not ids:
+        return RefreshResult()
+    statement = _refresh_statement(workspace_id, segment_id, condition, now, ids)
+    entered, exited = (await session.execute(statement)).one()
+    return RefreshResult(entered=list(entered or []), exited=list(exited or []))
+
+
+def _refresh_statement(workspace_id, segment_id, condition, now, ids):
+    full = ids is None
+    matching = members_query(workspace_id, condition, now=now, profile_ids=ids).cte("matching")
+    member = next(iter(matching.c))
+    seg, ws, at = (
+        literal(segment_id, Uuid()),
+        literal(workspace_id, Uuid()),
+        bindparam("now", now, type_=SEGMENTS.c.updated_at.type),
+    )
+    entered = (
+        pg_insert(MEMBERS)
+        .from_select(
+            ["segment_id", "profile_id", "workspace_id", "entered_at"],
+            select(seg, member, ws, at),
+        )
+        .on_conflict_do_nothing(index_elements=["segment_id", "profile_id"])
+        .returning(MEMBERS.c.profile_id)
+        .cte("entered")
+    )
+    gone = and_(
+        MEMBERS.c.segment_id == segment_id,
+        ~exists().where(member == MEMBERS.c.profile_id),
+    )
+    if not full:
+        gone = and_(gone, MEMBERS.c.profile_id == any_(bindparam("ids", ids, type_=ARRAY(Uuid()))))
+    exited = delete(MEMBERS).where(gone).returning(MEMBERS.c.profile_id).cte("exited")
+    logged = (
+        insert(CHANGES)
+        .from_select(
+            ["workspace_id", "segment_id", "profile_id", "action", "occurred_at"],
+            union_all(
+                select(ws, seg, entered.c.profile_id, literal("entered"), at),
+                select(ws, seg, exited.c.profile_id, literal("exited"), at),
+            ),
+        )
+        .cte("logged")
+    )
+    n_entered = select(func.count()).select_from(entered).scalar_subquery()
+    n_exited = select(func.count()).select_from(exited).scalar_subquery()
+    if full:
+        counted = update(SEGMENTS).values(
+            member_count=select(func.count()).select_from(matching).scalar_subquery(),
+            last_refreshed_at=at,
+        )
+        counted = counted.where(SEGMENTS.c.id == segment_id)
+    else:
+        counted = (
+            update(SEGMENTS)
+            .values(member_count=SEGMENTS.c.member_count + n_entered - n_exited)
+            .where(SEGMENTS.c.id == segment_id, (n_entered + n_exited) > 0)
+        )
+    return select(
+        select(func.array_agg(entered.c.profile_id)).scalar_subquery(),
+        select(func.array_agg(exited.c.profile_id)).scalar_subquery(),
+    ).add_cte(logged, counted.cte("counted"))
+
+
+async def refresh_segments(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    definitions: Mapping[uuid.UUID, SegmentDefinition],
+    segment_ids: Iterable[uuid.UUID],
+    *,
+    now: datetime,
+    profile_ids: Collection[uuid.UUID] | None = None,
+) -> dict[uuid.UUID, RefreshResult]:
+    """Refresh `segment_ids` in dependency order (`definitions`: the workspace's segments)."""
+    wanted = set(segment_ids)
+    graph = {sid: definitions[sid].deps.segments for sid in wanted if sid in definitions}
+    results = {}
+    for sid in dependency_order(graph):
+        results[sid] = await refresh_segment(
+            session,
+            workspace_id,
+            sid,
+            now=now,
+            profile_ids=profile_ids,
+            condition=definitions[sid].condition,
+        )
+    return results

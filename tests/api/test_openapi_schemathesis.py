@@ -1,0 +1,202 @@
+"""Schemathesis against our own OpenAPI schema: no request gets a 5xx, and every response keeps
+to the schema (documented status code and content type, body matching its schema).
+
+Driven by hand rather than through schemathesis' pytest plugin: the app lives in the session
+event loop with its lifespan run by the `app` fixture, and `schemathesis.openapi.from_asgi` /
+`case.call` would run a second lifespan (a new engine and Temporal client) in a thread of their
+own. So the cases are generated with hypothesis from `operation.as_strategy()`, sent through our
+httpx client, and judged with `case.validate_response`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import textwrap
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from httpx import ASGITransport, AsyncClient
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from structlog.testing import capture_logs
+
+TAGS = {"profiles", "consents", "suppressions", "push", "lists", "tracking", "keys", "workspace"}
+EXAMPLES = 25  # per operation and generation mode
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+BASE_URL = "http://waymark.test"
+
+
+def generate(operation: Any, mode: GenerationMode, path_parameters: dict[str, str]) -> list:
+    """The cases hypothesis draws for the operation: derandomized, so every run sends the same."""
+    cases: list = []
+    strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters or None)
+
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def collect(case: Any) -> None:
+        cases.append(case)
+
+    collect()
+    return cases
+
+
+def _header(value: str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+async def send(client, case: Any, authorization: str):
+    """Send the case as schemathesis would (its own serialization), through our ASGI client."""
+    kwargs = case.as_transport_kwargs(base_url=BASE_URL)
+    kwargs["headers"]["Authorization"] = authorization
+    kwargs.pop("cookies", None)
+    prepared = requests.Request(**kwargs).prepare()
+    headers = [(_header(k), _header(v)) for k, v in prepared.headers.items()]
+    return await client.request(
+        prepared.method, prepared.url, headers=headers, content=prepared.body or b""
+    )
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.fixture
+async def known(client, workspaces) -> dict[str, Any]:
+    """A workspace with one of each resource, so paths reach real rows and not only 404s."""
+    ws = await workspaces.create()
+
+    async def made(url: str, body: dict, status: int = 201) -> dict:
+        r = await client.post(url, json=body, headers=ws.admin)
+        assert r.status_code == status, f"{url}: {r.text}"
+        return r.json()
+
+    profile = await made(
+        "/v1/profiles",
+        {
+            "external_id": "cust-1",
+            "email": "anna@example.com",
+            "phone": "+48600100200",
+            "properties": {"tier": "gold", "orders": 3},
+            "consents": {"email": "subscribed", "sms": "unsubscribed"},
+        },
+    )
+    lst = await made("/v1/lists", {"name": "VIP"})
+    await made(f"/v1/lists/{lst['id']}/members", {"profile_ids": [profile["id"]]}, 200)
+    key = await made("/v1/keys", {"name": "spare", "scopes": ["read"]})
+    await made("/v1/suppressions", {"channel": "email", "address": "gone@example.com"})
+    digest = hashlib.sha512(b"seed").digest()
+    subscription = {
+        "endpoint": "https://fcm.googleapis.com/fcm/send/one",
+        "keys": {"p256dh": _b64url(b"\x04" + digest[:64]), "auth": _b64url(digest[:16])},
+    }
+    r = await client.post(
+        "/v1/push/subscriptions",
+        json={"userId": "cust-1", "subscription": subscription},
+        headers=ws.tracking,
+    )
+    assert r.status_code == 201, r.text
+    return {
+        "ws": ws,
+        "path": {"profile_id": profile["id"], "list_id": lst["id"], "key_id": key["id"]},
+    }
+
+
+def _order(operation: Any) -> tuple:
+    # Deletes last (deepest path first), so they do not turn every later case into a 404.
+    return operation.method.upper() == "DELETE", -len(operation.path), operation.path
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[AsyncClient]:
+    """Unlike the shared client, an unhandled exception comes back as the 500 a caller sees."""
+    transport = ASGITransport(app=app, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url=BASE_URL) as c:
+        yield c
+
+
+def _authorization(operation: Any, ws: Any, public_key: str) -> str:
+    schemes = {name for req in operation.definition.raw.get("security", []) for name in req}
+    if "HTTPBasic" in schemes:  # tracking: the public write key, as storefronts send it
+        return "Basic " + base64.b64encode(f"{public_key}:".encode()).decode()
+    return f"Bearer {ws.admin_key}"
+
+
+def _describe(exc: AssertionError | FailureGroup) -> tuple[str, str]:
+    """The failed checks' names, and what each says."""
+    found = exc.exceptions if isinstance(exc, FailureGroup) else (exc,)
+    kinds = ", ".join(sorted({getattr(f, "title", type(f).__name__) for f in found}))
+    details = "\n".join(str(getattr(f, "message", f))[:800] for f in found)
+    return kinds, details
+
+
+async def test_no_server_errors_and_responses_match_the_schema(client, known):
+    document = (await client.get("/openapi.json")).json()
+    schema = schemathesis.openapi.from_dict(document)
+    operations = [
+        result.ok()
+        for result in schema.get_all_operations()
+        if TAGS & set(result.ok().definition.raw.get("tags", []))
+    ]
+    covered = {tag for op in operations for tag in op.definition.raw.get("tags", [])}
+    assert covered == TAGS, f"no operations for {TAGS - covered}"
+
+    ws, public_key, sent = known["ws"], known["ws"].public_key, 0
+    failures: dict[tuple, list[str]] = {}  # (operation, failed checks, status) -> examples
+    # Captured, not rendered: the dev renderer's tracebacks with locals take seconds per 500.
+    with capture_logs() as logs:
+        for operation in sorted(operations, key=_order):
+            params = {p: v for p, v in known["path"].items() if "{" + p + "}" in operation.path}
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                for case in generate(operation, mode, params):
+                    logged = len(logs)
+                    response = await send(client, case, _authorization(operation, ws, public_key))
+                    sent += 1
+                    if operation.path.endswith("/public-key/rotate") and response.is_success:
+                        public_key = response.json()["public_key"]
+                    try:
+                        case.validate_response(response, checks=CHECKS)
+                    except (AssertionError, FailureGroup) as exc:
+                        kinds, details = _describe(exc)
+                        raised = [
+                            repr(entry["exc_info"])[:500]
+                            for entry in logs[logged:]
+                            if isinstance(entry.get("exc_info"), BaseException)
+                        ]
+                        key = (operation.label, kinds, response.status_code)
+                        failures.setdefault(key, []).append(
+                            f"  {mode.value} request: "
+                            f"{case.as_curl_command(base_url=BASE_URL)[:1500]}\n"
+                            f"  response: {response.status_code} {response.text[:500]}\n"
+                            + "".join(f"  raised: {r}\n" for r in raised)
+                            + textwrap.indent(details, "    ")
+                        )
+    assert sent >= len(operations) * EXAMPLES
+    report = [
+        f"{label}: {kinds} [{status}] x{len(examples)}\n{examples[0]}"
+        for (label, kinds, status), examples in sorted(failures.items())
+    ]
+    summary = f"{len(report)} kinds of failure in {sent} requests:\n\n"
+    assert not report, summary + "\n\n".join(report)

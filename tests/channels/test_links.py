@@ -1,0 +1,126 @@
+"""Signed tracking links and the email HTML as sent: links rewritten, UTM added, pixel present."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from channels import links
+from channels.links import BadToken, LinkKind
+from core.settings import Settings
+from models import Channel
+
+SETTINGS = Settings(secret_key="k" * 48, public_url="https://t.example.com")
+WS, MSG, PROFILE = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+IDS = {"settings": SETTINGS, "workspace_id": WS, "message_id": MSG, "profile_id": PROFILE}
+UTM = {"utm_source": "waymark", "utm_medium": "email", "utm_campaign": "cart"}
+
+DOCUMENT = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><style>a { color: #c00 }</style></head>
+<body style="margin:0">
+<!-- header -->
+<p>Fish &amp; chips &mdash; <b>50%</b> off</p>
+<a href="https://shop.example.com/cart?step=2&amp;lang=pl" class="btn">Back to cart</a>
+<a href="https://shop.example.com/sale?utm_campaign=own">Sale</a>
+<a href="mailto:help@shop.example.com">Help</a> <a href="tel:+48600100200">Call</a>
+<a href="#top">Top</a> <a href="https://shop.example.com/raw" data-waymark-track="off">Raw</a>
+<a href="{unsubscribe}">Unsubscribe</a>
+</body>
+</html>"""
+
+
+def _unsubscribe() -> str:
+    return links.unsubscribe_url(settings=SETTINGS, workspace_id=WS, profile_id=PROFILE)
+
+
+def _tokens(html: str) -> list[str]:
+    return re.findall(r'href="https://t\.example\.com/l/c/([^"]+)"', html)
+
+
+def test_email_html_keeps_the_document_tracks_links_and_adds_utm_and_a_pixel():
+    source = DOCUMENT.replace("{unsubscribe}", _unsubscribe())
+    out = links.prepare_email_html(source, utm=UTM, **IDS)
+
+    # Everything but the rewritten hrefs is kept byte for byte.
+    untracked = re.sub(r'href="https://t\.example\.com/l/c/[^"]+"', "HREF", out)
+    pixel = re.search(r'<img src="https://t\.example\.com/l/o/([^"]+)\.gif"[^>]*/>', out)
+    assert pixel is not None and out.index(pixel.group(0)) < out.index("</body>")
+    expected = source.replace('href="https://shop.example.com/cart?step=2&amp;lang=pl"', "HREF")
+    expected = expected.replace('href="https://shop.example.com/sale?utm_campaign=own"', "HREF")
+    assert untracked.replace(pixel.group(0), "") == expected
+
+    destinations = [links.verify(SETTINGS, t, LinkKind.click).url for t in _tokens(out)]
+    cart, sale = (parse_qs(urlsplit(url).query) for url in destinations)
+    assert destinations[0].startswith("https://shop.example.com/cart?step=2&lang=pl&")
+    assert cart["utm_campaign"] == ["cart"] and cart["utm_source"] == ["waymark"]
+    assert sale["utm_campaign"] == ["own"] and sale["utm_medium"] == ["email"]
+    assert 'href="mailto:help@shop.example.com"' in out and 'href="tel:+48600100200"' in out
+    assert 'href="https://shop.example.com/raw"' in out
+    assert f'href="{_unsubscribe()}"' in out  # Waymark's own links are not wrapped
+    opened = links.verify(SETTINGS, pixel.group(1), LinkKind.open)
+    assert (opened.workspace_id, opened.message_id, opened.profile_id) == (WS, MSG, PROFILE)
+
+
+def test_preheader_and_a_missing_unsubscribe_link_are_added():
+    out = links.prepare_email_html(
+        "<p>No footer</p>", preheader="50% <off>", unsubscribe_url=_unsubscribe(), **IDS
+    )
+    assert out.startswith('<div style="display:none')
+    assert "50% &lt;off&gt;" in out
+    assert f'<a href="{_unsubscribe()}">Unsubscribe</a>' in out
+    assert "/l/o/" in out  # a document without <body> gets the pixel at the end
+
+
+def test_a_token_with_a_swapped_url_or_from_another_workspace_is_rejected():
+    url = links.click_url("https://shop.example.com/a", channel=Channel.email, **IDS)
+    token = url.rsplit("/", 1)[1]
+    body, mac = token.split(".")
+    payload = links._unb64(body)
+
+    swapped = payload.replace(b"https://shop.example.com/a", b"https://evil.example.net/")
+    other_ws = payload[:3] + uuid.uuid4().bytes + payload[19:]
+    for forged in (swapped, other_ws):
+        with pytest.raises(BadToken):
+            links.verify(SETTINGS, f"{links._b64(forged)}.{mac}", LinkKind.click)
+    with pytest.raises(BadToken):  # a click token is not an unsubscribe token
+        links.verify(SETTINGS, token, LinkKind.unsubscribe)
+    with pytest.raises(BadToken):  # another server's secret
+        links.verify(Settings(secret_key="o" * 48), token, LinkKind.click)
+    assert links.verify(SETTINGS, token, LinkKind.click).url == "https://shop.example.com/a"
+
+
+def test_only_web_links_can_be_signed():
+    with pytest.raises(ValueError):
+        links.click_url("javascript:alert(1)", channel=Channel.sms, **IDS)
+
+
+def test_sms_links_are_tracked_and_punctuation_stays_outside():
+    body = "Your cart: https://shop.example.com/c?id=7. Reply STOP to opt out (https://x.example.com/y)"
+    out = links.track_text_links(body, channel=Channel.sms, utm={"utm_medium": "sms"}, **IDS)
+    tokens = re.findall(r"https://t\.example\.com/l/c/([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)", out)
+    urls = [links.verify(SETTINGS, t, LinkKind.click) for t in tokens]
+    assert [u.url for u in urls] == [
+        "https://shop.example.com/c?id=7&utm_medium=sms",
+        "https://x.example.com/y?utm_medium=sms",
+    ]
+    assert {u.channel for u in urls} == {Channel.sms}
+    assert out.startswith("Your cart: https://t.example.com/l/c/") and ". Reply STOP" in out
+    assert out.endswith(")")
+
+
+def test_list_unsubscribe_headers_are_one_click():
+    headers = links.list_unsubscribe_headers(
+        settings=SETTINGS, workspace_id=WS, profile_id=PROFILE, message_id=MSG
+    )
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = headers["List-Unsubscribe"].strip("<>")
+    token = links.verify(SETTINGS, url.rsplit("/", 1)[1], LinkKind.unsubscribe)
+    assert (token.channel, token.message_id) == (Channel.email, MSG)
+
+
+def test_push_click_url_records_as_push():
+    url = links.push_click_url("https://shop.example.com/p", **IDS)
+    assert links.verify(SETTINGS, url.rsplit("/", 1)[1], LinkKind.click).channel == Channel.push

@@ -1,0 +1,1 @@
+"""Segments: membership, updates, examples."""
