@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.channels import SendActivities
 from activities.imports import ImportActivities
+from activities.journeys import JourneyActivities
 from activities.segments import SegmentActivities
 
 if TYPE_CHECKING:  # core.settings imports the workflows package, which imports activities
@@ -27,4 +28,5 @@ def build_activities(engine: AsyncEngine, settings: Settings) -> list[Callable]:
         segments.refresh_workspace_segments,
         channels.send_message,
         channels.send_messages,
+        *JourneyActivities(engine, settings).all(),
     ]

@@ -26,6 +26,7 @@ from core import migrate
 from core.db import create_async_engine, libpq_url, session_scope, sqlalchemy_url
 from core.embedded import database_url_with, drop_database, ensure_database
 from core.tenancy import create_workspace
+from ingest import csv_upsert
 from ingest.csv_rows import ImportOptions
 
 FIRST = ["Anna", "Jan", "Maria", "Piotr", "Kasia", "Tomasz", "Ewa", "Paweł", "Zofia", "Marek"]
@@ -156,12 +157,18 @@ def main() -> None:
             generate(path, args.rows)
             size, took = path.stat().st_size / 1e6, time.perf_counter() - start
             print(f"generated {args.rows:,} rows ({size:.0f} MB) in {took:.1f} s")
+            load = os.getloadavg()[0]
             seconds, job = asyncio.run(run_import(url, path))
+            load = max(load, os.getloadavg()[0])
             print(
                 f"import: {seconds:.1f} s, {args.rows / seconds:,.0f} rows/s — "
                 f"{job.created_rows:,} created, {job.updated_rows:,} updated, "
-                f"{job.failed_rows:,} failed ({job.status})"
+                f"{job.failed_rows:,} failed ({job.status}); load average {load:.1f} "
+                f"on {os.cpu_count()} CPUs"
             )
+            print("database time by phase (seconds, summed over connections):")
+            for name, took in sorted(csv_upsert.PHASES.items(), key=lambda kv: -kv[1]):
+                print(f"  {name:<36} {took:6.1f}")
             raw = raw_copy_seconds(url, path)
             print(
                 f"raw COPY of the same file: {raw:.1f} s — import/COPY ratio {seconds / raw:.1f}x"

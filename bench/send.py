@@ -5,6 +5,9 @@
 10,000 email and 10,000 SMS recipients go through `channels.send.send_many` (the campaign
 activity's code, batches of 1,000) with real SendGrid / Twilio credentials pointed at a fast
 local HTTP sink (a separate process answering 202 + X-Message-Id, and a Twilio message JSON).
+Email runs twice: the same copy for everyone (only the tracking links differ: recipients share
+requests through substitutions), and with the first name in subject and body (every email's
+content differs: one request each). The number of requests each full path made is printed.
 The same process then runs raw loops of the same SDK calls, at the providers' concurrency:
 SendGrid one request per recipient, SendGrid 1,000 personalizations per request, Twilio one
 request per message. Prints messages/s for each and the ratios.

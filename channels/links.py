@@ -109,7 +109,7 @@ def sign(settings: Settings, token: LinkToken) -> str:
         + (token.message_id or _ZERO).bytes
         + url
     )
-    mac = hmac.new(_key(settings, token.workspace_id), payload, hashlib.sha256).digest()
+    mac = hmac.digest(_key(settings, token.workspace_id), payload, "sha256")
     return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
 
 
@@ -320,44 +320,62 @@ def prepare_email_html(
     Links opt out of tracking with `data-waymark-track="off"`; mailto:, tel:, anchors and
     Waymark's own links are left alone."""
     ids = {"workspace_id": workspace_id, "message_id": message_id, "profile_id": profile_id}
+    utm_items = tuple((utm or {}).items())
     return _email_html(
-        html, settings, ids, utm, preheader, unsubscribe_url, lambda escaped: escaped
+        html,
+        settings.public_url,
+        utm_items,
+        preheader,
+        unsubscribe_url,
+        lambda slot: _slot_value(slot, settings, ids),
     )
+
+
+# What a signed URL of an email stands for: ("click", destination with UTM), ("open",), or
+# ("url", an HTML-escaped URL put in as it is).
+_Slot = tuple[str, ...]
+
+
+def _slot_value(slot: _Slot, settings: Settings, ids: dict[str, uuid.UUID]) -> str:
+    """The HTML-escaped text a slot stands for, for one message."""
+    if slot[0] == "click":
+        return htmllib.escape(
+            click_url(slot[1], settings=settings, channel=Channel.email, **ids), quote=True
+        )
+    if slot[0] == "open":
+        return htmllib.escape(open_pixel_url(settings=settings, **ids), quote=True)
+    return slot[1]
 
 
 def _email_html(
     html: str,
-    settings: Settings,
-    ids: dict[str, uuid.UUID],
-    utm: dict[str, str] | None,
+    public_url: str,
+    utm: tuple[tuple[str, str], ...],
     preheader: str | None,
     unsubscribe_url: str | None,
-    place: Callable[[str], str],
+    place: Callable[[_Slot], str],
 ) -> str:
-    """`prepare_email_html`, with every signed URL (HTML-escaped) put in by `place`: itself, or
-    a substitution tag standing for it."""
+    """`prepare_email_html`, with each signed URL put in by `place(slot)`: the URL itself, or a
+    substitution tag standing for it."""
     scan = _Scanner(html)
     scan.feed(html)
     scan.close()
+    own = public_url.rstrip("/") + "/l/"
     edits: list[tuple[int, int, str]] = []
     for start, end, tag, attrs, closed in scan.links:
         values = dict(attrs)
         href = (values.get("href") or "").strip()
-        if not _trackable(href, settings) or values.get("data-waymark-track") == "off":
+        if not (_is_web(href) and not href.startswith(own)):
             continue
-        tracked = place(
-            htmllib.escape(
-                click_url(add_utm(href, utm), settings=settings, channel=Channel.email, **ids),
-                quote=True,
-            )
-        )
-        # `_tag` escapes attribute values: the placed text goes in as it is.
+        if values.get("data-waymark-track") == "off":
+            continue
+        tracked = place(("click", _add_utm(href, utm) if utm else href))
+        # `_tag` escapes attribute values; the placed text is escaped already: put in after.
         rendered = _tag(tag, [(k, _PLACED if k == "href" else v) for k, v in attrs], closed)
         edits.append((start, end, rendered.replace(_PLACED, tracked, 1)))
-    pixel = open_pixel_url(settings=settings, **ids)
-    tail = _PIXEL.format(src=place(htmllib.escape(pixel, quote=True)))
+    tail = _PIXEL.format(src=place(("open",)))
     if unsubscribe_url and not any(h.strip() == unsubscribe_url for h in scan.hrefs):
-        footer = place(htmllib.escape(unsubscribe_url, quote=True))
+        footer = place(("url", htmllib.escape(unsubscribe_url, quote=True)))
         tail = _UNSUBSCRIBE_FOOTER.format(url=footer) + tail
     close = scan.body_close if scan.body_close is not None else len(html)
     edits.append((close, close, tail))
@@ -390,6 +408,10 @@ _TAG = re.compile(r"-wm\d+-")
 _UNSAFE = re.compile(r"wm\d")
 
 
+def _tag_name(n: int) -> str:
+    return f"{TAG_PREFIX}{n}-"
+
+
 @dataclass(frozen=True)
 class TaggedEmail:
     """An email's HTML and text with per-recipient URLs as tags; `substitutions` maps each tag
@@ -410,6 +432,30 @@ def substitute(content: str, substitutions: dict[str, str]) -> str:
     return _TAG.sub(lambda m: substitutions.get(m.group(0), m.group(0)), content)
 
 
+@lru_cache(maxsize=256)
+def _tagged_structure(
+    html: str,
+    public_url: str,
+    utm: tuple[tuple[str, str], ...],
+    preheader: str | None,
+    unsubscribe: str | None,
+    first: int,
+) -> tuple[str, tuple[tuple[str, _Slot], ...]]:
+    """The email HTML with tags from `first` on for its signed URLs, and each tag's slot: the
+    same for every recipient of the same rendered HTML, so the HTML is parsed once."""
+    slots: dict[_Slot, str] = {}
+
+    def place(slot: _Slot) -> str:
+        if slot[0] == "url":  # a tag already (the unsubscribe URL, tagged before)
+            return slot[1]
+        if slot not in slots:
+            slots[slot] = _tag_name(first + len(slots))
+        return slots[slot]
+
+    tagged = _email_html(html, public_url, utm, preheader, unsubscribe, place)
+    return tagged, tuple((tag, slot) for slot, tag in slots.items())
+
+
 def prepare_email_tagged(
     html: str,
     text: str,
@@ -423,40 +469,60 @@ def prepare_email_tagged(
     unsubscribe_url: str | None = None,
     personal_urls: Sequence[str] = (),
 ) -> TaggedEmail:
-    """`prepare_email_html` for a batch send: the same HTML, but with each signed URL (click
+    """`prepare_email_html` for a batch send: the same email, but with each signed URL (click
     links, the open pixel, the unsubscribe footer) and each of `personal_urls` (the rendered
     unsubscribe/preferences URLs, wherever the template put them, HTML and text) replaced by
-    a tag `-wm0-`, `-wm1-`, ... and the tag → value map. Same result as `prepare_email_html`
-    once substituted."""
+    a tag `-wm0-`, `-wm1-`, ..., and the tag → value map. Substituted, the same content as
+    `prepare_email_html` gives (`real_html`, `real_text`)."""
     ids = {"workspace_id": workspace_id, "message_id": message_id, "profile_id": profile_id}
-    if _UNSAFE.search(html) or _UNSAFE.search(text):  # cannot hold tags: the real content
-        real = _email_html(html, settings, ids, utm, preheader, unsubscribe_url, lambda e: e)
+    utm_items = tuple((utm or {}).items())
+    personal = list(dict.fromkeys(u for u in (unsubscribe_url, *personal_urls) if u))
+    probe_html, probe_text = html, text  # the content without the URLs that become tags
+    for url in personal:
+        probe_html = probe_html.replace(htmllib.escape(url, quote=True), "").replace(url, "")
+        probe_text = probe_text.replace(url, "")
+    if _UNSAFE.search(probe_html) or _UNSAFE.search(probe_text) or _UNSAFE.search(preheader or ""):
+        real = _email_html(
+            html,
+            settings.public_url,
+            utm_items,
+            preheader,
+            unsubscribe_url,
+            lambda slot: _slot_value(slot, settings, ids),
+        )
         return TaggedEmail(real, text, {}, real, text)
     subs: dict[str, str] = {}
-    tags: dict[str, str] = {}
+    tag_of: dict[str, str] = {}
 
-    def place(value: str) -> str:
-        tag = tags.get(value)
-        if tag is None:
-            tag = tags[value] = f"{TAG_PREFIX}{len(subs)}-"
-            subs[tag] = value
-        return tag
+    def tag_for(value: str) -> str:
+        if value not in tag_of:
+            tag_of[value] = _tag_name(len(subs))
+            subs[tag_of[value]] = value
+        return tag_of[value]
 
-    tagged_html = _email_html(html, settings, ids, utm, preheader, unsubscribe_url, place)
-    tagged_text = text
-    for url in dict.fromkeys(u for u in personal_urls if u):
+    # The recipient's own URLs rendered into the template: tags first, in a fixed order, so
+    # recipients of the same copy get the same tagged HTML (parsed once, below).
+    for url in personal:
         escaped = htmllib.escape(url, quote=True)
-        if escaped in tagged_html:
-            tagged_html = tagged_html.replace(escaped, place(escaped))
-        if url != escaped and url in tagged_html:
-            tagged_html = tagged_html.replace(url, place(url))
-        if url in tagged_text:
-            tagged_text = tagged_text.replace(url, place(url))
+        if escaped in html:
+            html = html.replace(escaped, tag_for(escaped))
+        if url != escaped and url in html:
+            html = html.replace(url, tag_for(url))
+        if url in text:
+            text = text.replace(url, tag_for(url))
+    unsubscribe_tag = None
+    if unsubscribe_url:
+        unsubscribe_tag = tag_for(htmllib.escape(unsubscribe_url, quote=True))
+    tagged_html, slots = _tagged_structure(
+        html, settings.public_url, utm_items, preheader, unsubscribe_tag, len(subs)
+    )
+    for name, slot in slots:
+        subs[name] = _slot_value(slot, settings, ids)
     real_html = substitute(tagged_html, subs)
-    real_text = substitute(tagged_text, subs)
-    if any(_TAG.search(v) for v in subs.values()):  # a value that looks like a tag: keep it simple
+    real_text = substitute(text, subs)
+    if any(_TAG.search(v) for v in subs.values()):  # a value that looks like a tag: no tags
         return TaggedEmail(real_html, real_text, {}, real_html, real_text)
-    return TaggedEmail(tagged_html, tagged_text, subs, real_html, real_text)
+    return TaggedEmail(tagged_html, text, subs, real_html, real_text)
 
 
 # --- plain text: SMS, WhatsApp, the email's text part, push --------------------------------
@@ -571,6 +637,7 @@ class _Text(HTMLParser):
             self.link_text.append(text)
 
 
+@lru_cache(maxsize=256)  # a pure function; recipients of the same copy share the HTML
 def html_to_text(html: str) -> str:
     """A readable plain-text version of an email: blocks on their own lines, links as
     "label (url)", no scripts, styles or head."""

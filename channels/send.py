@@ -3,6 +3,13 @@
 (journeys) and for a batch (campaigns), set-based: a batch of 1,000 recipients costs a handful
 of SQL statements and one provider request per 1,000 emails.
 
+Emails of the same copy share a request although each carries its own signed links: the
+tracking URLs (clicks, open pixel, unsubscribe/preferences) go into the content as tags with
+per-recipient `substitutions` (`channels.links.prepare_email_tagged`); the ledger keeps the
+content as the recipient gets it. Recipients are gated in one query, then rendered and claimed
+chunk by chunk: chunk N+1 is rendered and claimed while chunk N is with the provider, and
+chunk N's answers are recorded while chunk N+1 is.
+
 At most once, and the one unknown window
 ----------------------------------------
 The row is claimed (`queued → sending`, guarded by the status, committed) *before* the provider
@@ -29,6 +36,7 @@ duplicated attempt never sends a key twice:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -40,7 +48,8 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Uuid, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from activities.channels import (
@@ -62,6 +71,7 @@ from channels.base import (
 )
 from channels.metrics import RECEIVED
 from channels.render import (
+    PARTS,
     RenderContext,
     TemplateError,
     profile_context,
@@ -81,7 +91,27 @@ log = structlog.get_logger(__name__)
 UNKNOWN_OUTCOME_AFTER = timedelta(minutes=10)
 EMAIL_BATCH = 1000  # SendGrid: at most 1,000 personalizations per request
 SMS_BATCH = 500  # one provider call and one commit of outcomes per this many SMS
+YIELD_EVERY = 32  # recipients rendered between two yields to the event loop
 SETTLED = frozenset(MessageStatus) - {MessageStatus.queued, MessageStatus.sending}
+
+
+_PROFILE_COLUMNS = [
+    getattr(Profile, name)
+    for name in (
+        "id", "external_id", "email", "phone", "first_name", "last_name", "timezone", "locale",
+        "country", "region", "city", "postal_code", "properties",
+    )
+]  # fmt: skip
+
+
+def _names_used(template: Template | None) -> frozenset[str]:
+    """The per-recipient link variables a template's sources mention (by name: templates
+    cannot build variable names). Those it does not mention are not signed for it."""
+    if template is None:
+        return frozenset()
+    sources = [getattr(template, part) or "" for part in PARTS.get(Channel(template.channel), ())]
+    names = ("unsubscribe_url", "preferences_url")
+    return frozenset(n for n in names if any(n in source for source in sources))
 
 
 class OutcomePending(Exception):
@@ -113,7 +143,7 @@ class _Recipient:
 class _Prepared:
     key: str
     message_id: uuid.UUID
-    profile: Profile
+    profile: Any  # a row of _PROFILE_COLUMNS
     outgoing: list[OutgoingEmail | OutgoingSms | OutgoingPush]
     claim: ledger.Outgoing
     properties: dict[str, Any]
@@ -121,7 +151,10 @@ class _Prepared:
 
 def _pack(parts: dict[str, Any]) -> tuple[bytes, str]:
     raw = json.dumps(parts, separators=(",", ":"), ensure_ascii=False).encode()
-    return zlib.compress(raw, 1), hashlib.sha256(raw).hexdigest()
+    # An 8 KB window and a small hash table: `zlib.compress`'s defaults allocate ~256 KB per
+    # call (mmap'd), which costs more than compressing a message. Plain zlib all the same.
+    packer = zlib.compressobj(1, zlib.DEFLATED, 13, 6)
+    return packer.compress(raw) + packer.flush(), hashlib.sha256(raw).hexdigest()
 
 
 def unpack_content(content: bytes) -> dict[str, Any]:
@@ -159,10 +192,15 @@ class _Sender:
                 )
             )
         ).scalar_one_or_none()
+        self._uses = _names_used(self.template)
+        # Core rows (attributes, no ORM identity map): what the gate and templates read.
         rows = await session.execute(
-            select(Profile).where(Profile.workspace_id == ws, Profile.id.in_(profile_ids))  # type: ignore[union-attr]
+            select(*_PROFILE_COLUMNS).where(
+                Profile.workspace_id == ws,
+                Profile.id == func.any(cast(list(profile_ids), ARRAY(Uuid))),
+            )
         )
-        self.profiles = {p.id: p for p in rows.scalars()}
+        self.profiles = {p.id: p for p in rows}
         self.subscriptions: dict[uuid.UUID, list[PushSubscription]] = {}
         if self.spec.channel == Channel.push:
             subs = await session.execute(
@@ -201,7 +239,8 @@ class _Sender:
             SendOutcome.skipped: "skipped",
             SendOutcome.held: "queued",
         }[outcome]
-        self.results[key] = SendMessageResult(
+        # Built from values of the right types: no validation per recipient.
+        self.results[key] = SendMessageResult.model_construct(
             outcome=outcome, message_id=message_id, status=status, **kw
         )
 
@@ -214,7 +253,7 @@ class _Sender:
         now = utcnow()
         async with session_factory(self.engine)() as session:
             await self._load(session, [r.new.profile_id for r in recipients])
-            rows = await ledger.get_or_create_many(session, ws, [r.new for r in recipients], now)
+            rows = await ledger.open_many(session, ws, [r.new for r in recipients], now)
             by_key = {r.new.idempotency_key: r for r in recipients}
             open_rows = []
             unknown: list[ledger.Outcome] = []
@@ -234,11 +273,9 @@ class _Sender:
                 else:
                     open_rows.append(row)
             await ledger.mark_outcomes(session, ws, unknown, now)
-            prepared = await self._gate_and_render(session, open_rows, by_key, now)
-            claimed = await ledger.mark_sending(session, ws, [p.claim for p in prepared], now)
+            sendable = await self._gate(session, open_rows, now)
             await session.commit()
-        prepared = [p for p in prepared if p.message_id in claimed]
-        await self._deliver(prepared, heartbeat)
+        await self._pipeline(sendable, by_key, heartbeat)
         if self.pending:
             raise OutcomePending(
                 f"{self.pending} message(s) are in `sending` after an interrupted attempt; "
@@ -246,7 +283,8 @@ class _Sender:
             )
         return self.results
 
-    async def _gate_and_render(self, session, open_rows, by_key, now) -> list[_Prepared]:
+    async def _gate(self, session, open_rows, now) -> list:
+        """Gate the batch (one query): skips and holds recorded; the rows to send returned."""
         ws, spec = self.spec.workspace_id, self.spec
         if self.template is None or self.template.channel != spec.channel:
             error = f"template {spec.template_id} not found for channel {spec.channel.value}"
@@ -272,8 +310,7 @@ class _Sender:
             now=now,
             settings=self.channel_settings,
         )
-        skips, holds, failures, prepared = [], [], [], []
-        workspace = workspace_context(self.workspace)
+        skips, holds, sendable = [], [], []
         for row in open_rows:
             decision = decisions[row.profile_id]
             key = row.idempotency_key
@@ -284,17 +321,34 @@ class _Sender:
                 holds.append((row.id, decision.hold_until))
                 self._result(key, row.id, SendOutcome.held, hold_until=decision.hold_until)
             else:
-                profile = self.profiles[row.profile_id]
-                try:
-                    prepared.append(self._prepare(row, profile, by_key[key].event, workspace))
-                except TemplateError as exc:
-                    error = f"template_error: {exc}"
-                    failures.append(ledger.Outcome(row.id, MessageStatus.failed, error=error))
-                    self._result(key, row.id, SendOutcome.failed, error=error)
+                sendable.append(row)
         await ledger.mark_skipped(session, ws, skips, now)
         await ledger.mark_held(session, ws, holds, now)
-        await ledger.mark_outcomes(session, ws, failures, now, expected=MessageStatus.queued)
-        return prepared
+        return sendable
+
+    async def _render_and_claim(self, rows, by_key) -> list[_Prepared]:
+        """Render a chunk and claim it (`queued → sending`, committed): what may go out."""
+        ws, now = self.spec.workspace_id, utcnow()
+        failures, prepared = [], []
+        workspace = workspace_context(self.workspace)
+        for i, row in enumerate(rows):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                # Let the provider call of the previous chunk (same event loop) move on.
+                await asyncio.sleep(0)
+            key = row.idempotency_key
+            try:
+                profile = self.profiles[row.profile_id]
+                prepared.append(self._prepare(row, profile, by_key[key].event, workspace))
+            except TemplateError as exc:
+                error = f"template_error: {exc}"
+                failures.append(ledger.Outcome(row.id, MessageStatus.failed, error=error))
+                self._result(key, row.id, SendOutcome.failed, error=error)
+        async with session_factory(self.engine)() as session:
+            await ledger.mark_outcomes(session, ws, failures, now, expected=MessageStatus.queued)
+            claims = [p.claim for p in prepared]
+            claimed = await ledger.mark_sending(session, ws, claims, now)
+            await session.commit()
+        return [p for p in prepared if p.message_id in claimed]
 
     async def _fail_queued(self, session, rows, error: str, now) -> list[_Prepared]:
         outcomes = [ledger.Outcome(r.id, MessageStatus.failed, error=error) for r in rows]
@@ -305,20 +359,28 @@ class _Sender:
             self._result(row.idempotency_key, row.id, SendOutcome.failed, error=error)
         return []
 
-    def _prepare(self, row, profile: Profile, event, workspace) -> _Prepared:
+    def _prepare(self, row, profile, event, workspace) -> _Prepared:
         from channels import links
 
         spec, cs = self.spec, self.channel_settings
         channel, mid = spec.channel, row.id
         ids = {"settings": self.settings, "workspace_id": spec.workspace_id}
         ids |= {"profile_id": profile.id, "message_id": mid}
-        unsubscribe = links.unsubscribe_url(**ids, channel=channel)
+        # Signed per recipient: only when the message needs it (the email's footer and
+        # headers) or the template names it.
+        uses = self._uses
+        unsubscribe = None
+        if channel == Channel.email or "unsubscribe_url" in uses:
+            unsubscribe = links.unsubscribe_url(**ids, channel=channel)
+        preferences = None
+        if "preferences_url" in uses:
+            preferences = links.preferences_url(**ids, channel=channel)
         context = RenderContext(
             profile=profile_context(profile),
             event=event,
             workspace=workspace,
-            unsubscribe_url=unsubscribe,
-            preferences_url=links.preferences_url(**ids, channel=channel),
+            unsubscribe_url=unsubscribe if "unsubscribe_url" in uses else None,
+            preferences_url=preferences,
             message_id=str(mid),
         )
         rendered = render(self.template, context)
@@ -334,7 +396,6 @@ class _Sender:
         props |= {k: str(v) for k, v in sources.items() if v is not None}
         outgoing: list[Any]
         if channel == Channel.email:
-            preferences = context.preferences_url
             tagged = links.prepare_email_tagged(
                 rendered.html or "",
                 rendered.text or "",
@@ -342,7 +403,7 @@ class _Sender:
                 utm=utm,
                 preheader=rendered.preheader,
                 unsubscribe_url=None if spec.transactional else unsubscribe,
-                personal_urls=(unsubscribe, preferences),
+                personal_urls=tuple(u for u in (unsubscribe, preferences) if u),
             )
             headers = {} if spec.transactional else links.unsubscribe_headers(unsubscribe)
             email = OutgoingEmail(
@@ -403,18 +464,61 @@ class _Sender:
     def _provider(self):
         return getattr(self.providers, self.spec.channel.value)
 
-    async def _deliver(self, prepared: list[_Prepared], heartbeat) -> None:
+    async def _pipeline(self, sendable: list, by_key, heartbeat) -> None:
+        """Render and claim chunk N+1 while chunk N is with the provider (one call in flight).
+
+        A chunk is claimed (committed) before its provider call, as always. When a call stays
+        unavailable, the chunk claimed meanwhile is handed back too, and later chunks were
+        never claimed: all of them are `queued` for the retry."""
         size = EMAIL_BATCH if self.spec.channel == Channel.email else SMS_BATCH
-        for start in range(0, len(prepared), size):
-            chunk = prepared[start : start + size]
-            try:
-                answers = await self._call(chunk)
-            except ProviderUnavailable as exc:
-                await self._hand_back(prepared[start:], str(exc))
-                raise
-            await self._record(chunk, answers)
-            if heartbeat is not None:
-                heartbeat(start + len(chunk))
+        self.delivered = 0
+        self.recording: list[asyncio.Task] = []
+        in_flight: asyncio.Task | None = None
+        try:
+            for start in range(0, len(sendable), size):
+                claimed = await self._render_and_claim(sendable[start : start + size], by_key)
+                if in_flight is not None:
+                    task, in_flight = in_flight, None
+                    try:
+                        await task
+                    except ProviderUnavailable as exc:
+                        await self._hand_back(claimed, str(exc))
+                        raise
+                if claimed:
+                    in_flight = asyncio.create_task(self._deliver(claimed, heartbeat))
+            if in_flight is not None:
+                task, in_flight = in_flight, None
+                await task
+        finally:
+            if in_flight is not None:  # preparing the next chunk failed: let this call finish
+                await asyncio.wait([in_flight])
+                if not in_flight.cancelled():
+                    in_flight.exception()  # retrieved; the preparing error is the one raised
+            # Answers are recorded while the next chunk is with the provider; all of them are
+            # recorded before this returns (or raises).
+            recorded = await asyncio.gather(*self.recording, return_exceptions=True)
+        for outcome in recorded:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _deliver(self, chunk: list[_Prepared], heartbeat) -> None:
+        try:
+            answers = await self._call(chunk)
+        except ProviderUnavailable as exc:
+            # `PartlySent` carries what the provider did answer (accepted or refused): record
+            # those, so they are never sent again; hand the rest back for the retry.
+            answered = self._answers(getattr(exc, "results", None) or [])
+            if answered:
+                await self._record([p for p in chunk if p.message_id in answered], answered)
+            await self._hand_back([p for p in chunk if p.message_id not in answered], str(exc))
+            raise
+        self.recording.append(asyncio.create_task(self._record_chunk(chunk, answers, heartbeat)))
+
+    async def _record_chunk(self, chunk: list[_Prepared], answers, heartbeat) -> None:
+        await self._record(chunk, answers)
+        self.delivered += len(chunk)
+        if heartbeat is not None:
+            heartbeat(self.delivered)
 
     async def _call(self, chunk: list[_Prepared]) -> dict[uuid.UUID, list[SendResult]]:
         provider = self._provider()
@@ -425,6 +529,10 @@ class _Sender:
             results = await provider.send_push(outgoing) if outgoing else []
         else:
             results = await provider.send_sms(outgoing)
+        return self._answers(results)
+
+    @staticmethod
+    def _answers(results: list[SendResult]) -> dict[uuid.UUID, list[SendResult]]:
         answers: dict[uuid.UUID, list[SendResult]] = {}
         for result in results:
             answers.setdefault(result.message_id, []).append(result)

@@ -30,19 +30,18 @@ from typing import Any
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels import ledger, metrics
 from ingest.consents import ConsentUpdate, apply_consents
 from ingest.events import NewEvent, store_events
+from ingest.suppressions import suppress
 from models import (
     Channel,
     ConsentSource,
     ConsentState,
     MessageStatus,
     Profile,
-    Suppression,
 )
 from models.base import utcnow
 
@@ -103,16 +102,6 @@ async def _profile_by_email(session, workspace_id, email: str) -> uuid.UUID | No
         select(Profile.id).where(
             Profile.workspace_id == workspace_id, func.lower(Profile.email) == email.lower()
         )
-    )
-
-
-async def suppress(
-    session: AsyncSession, workspace_id: uuid.UUID, channel: Channel, address: str, reason: str
-) -> None:
-    await session.execute(
-        insert(Suppression)
-        .values(workspace_id=workspace_id, channel=channel, address=address, reason=reason)
-        .on_conflict_do_nothing()
     )
 
 

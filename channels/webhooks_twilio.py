@@ -25,9 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator
 
 from channels import ledger, metrics
-from channels.webhooks_sendgrid import suppress
 from ingest.consents import ConsentUpdate, apply_consents
 from ingest.events import NewEvent, store_events
+from ingest.suppressions import suppress
 from ingest.traits import normalize_phone
 from models import Channel, ConsentSource, ConsentState, Message, MessageStatus
 from models.base import utcnow

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import channels, db, dev, imports, segments, tenancy
+from cli import channels, db, dev, examples, flows, imports, segments, tenancy
 from core.logging import configure_logging
 from core.settings import get_settings
 
@@ -18,6 +18,8 @@ app.add_typer(tenancy.keys, name="keys")
 app.add_typer(imports.app, name="import")
 app.add_typer(segments.app, name="segments")
 app.add_typer(channels.app, name="channels")
+app.add_typer(flows.app, name="flows")
+app.add_typer(examples.app, name="examples")
 
 
 @app.command()

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     temporal_tls: bool = False
     temporal_api_key: str | None = None
     task_queue: str = TASK_QUEUE
+    # How often segments whose conditions change with time alone ("in the last 30 days") are
+    # recomputed by the Temporal Schedule.
+    segment_refresh_minutes: int = Field(default=15, ge=1, le=24 * 60)
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
 

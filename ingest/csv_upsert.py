@@ -7,17 +7,21 @@ earlier row go in a later pass, so the earlier row's profile exists when they ar
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from ingest.consents import ConsentUpdate, apply_consents
+from ingest.consents import apply_consent_statement, consent_statement
 from ingest.csv_rows import CONSENT_COLUMNS, COPY_COLUMNS
-from ingest.lists import add_members
+from ingest.lists import add_statement
 from models import Channel, ConsentSource
+from models.base import utcnow
 
 MAX_PASSES = 50
 SOURCE = "import"
@@ -25,7 +29,21 @@ _CHUNK = "job_id = :job AND row_no BETWEEN :lo AND :hi"
 _FIELDS = ("external_id", "email", "phone", "first_name", "last_name", "timezone", "locale")
 _FIELDS += ("country", "region", "city", "postal_code", "latitude", "longitude")
 
-_RESOLVE = text(
+_R = ", ".join(f"r.{f}" for f in _FIELDS)
+# An email matched case-insensitively keeps the spelling the profile has.
+_SETS = {f: f"coalesce(r.{f}, p.{f})" for f in _FIELDS}
+_SETS["email"] = "CASE WHEN lower(r.email) = lower(p.email) THEN p.email ELSE _SET_ END"
+_SETS["email"] = _SETS["email"].replace("_SET_", "coalesce(r.email, p.email)")
+_CHANGES = {f: f"r.{f} IS DISTINCT FROM p.{f}" for f in _FIELDS}
+_CHANGES["email"] = "lower(r.email) IS DISTINCT FROM lower(p.email)"
+_DIFFERS = " OR ".join(f"(r.{f} IS NOT NULL AND {change})" for f, change in _CHANGES.items())
+
+# One pass, one statement: the pending rows that repeat no identifier of an earlier pending
+# row are matched, then inserted (a fresh id each) or used to update their profile, and marked
+# with the outcome; the rest stay pending for the next pass. A new row whose insert did nothing
+# lost a race with another writer (same email, say): it stays pending and is matched again in
+# the next pass, whose statement sees that writer's profile. Returns the rows left pending.
+_PASS = text(
     f"""
     WITH pending AS (
         SELECT row_no, external_id, lower(email) AS email_key, phone,
@@ -57,77 +75,54 @@ _RESOLVE = text(
             CASE WHEN pid IS NULL OR conflict THEN 1
                  ELSE row_number() OVER (PARTITION BY pid ORDER BY row_no) END AS nth
         FROM matched m
-    ), marked AS (
-        UPDATE import_rows r SET
-            status = CASE WHEN j.conflict OR j.other_ext IS NOT NULL THEN 'failed'
-                          WHEN j.pid IS NULL THEN 'new' ELSE 'matched' END,
-            profile_id = coalesce(j.pid, gen_random_uuid())
-        FROM judged j
-        WHERE r.job_id = :job AND r.row_no = j.row_no AND j.nth = 1
-        RETURNING r.row_no, j.conflict, j.other_ext, j.by_ext, j.by_email, j.by_phone
-    )
-    INSERT INTO import_row_errors (job_id, row_no, "column", value, reason)
-    SELECT :job, row_no,
-        CASE WHEN conflict THEN concat_ws(', ',
-            CASE WHEN by_ext IS NOT NULL THEN 'external_id' END,
-            CASE WHEN by_email IS NOT NULL THEN 'email' END,
-            CASE WHEN by_phone IS NOT NULL THEN 'phone' END) ELSE 'external_id' END,
-        CASE WHEN conflict THEN NULL ELSE other_ext END,
-        CASE WHEN conflict THEN 'these identifiers belong to different existing profiles'
-             ELSE 'the profile with this email/phone has another external_id (the value)' END
-    FROM marked WHERE conflict OR other_ext IS NOT NULL
-    """
-)
-
-_INSERT = text(
-    f"""
-    INSERT INTO profiles (id, workspace_id, {", ".join(_FIELDS)}, properties)
-    SELECT profile_id, :ws, {", ".join(_FIELDS)}, properties
-    FROM import_rows WHERE {_CHUNK} AND status = 'new'
-    ON CONFLICT DO NOTHING
-    """
-)
-# New rows carry fresh profile ids: a row whose profile exists now was inserted; one that lost a
-# race with another writer (same email, say) is matched again in the next pass. The lookups
-# are by primary key, so no plan depends on how many rows the planner expects.
-_CREATED = text(
-    f"""
-    UPDATE import_rows r SET status = CASE
-        WHEN EXISTS (SELECT 1 FROM profiles p WHERE p.id = r.profile_id) THEN 'created'
-        ELSE 'pending' END
-    WHERE {_CHUNK} AND status = 'new'
-    """
-)
-
-# An email matched case-insensitively keeps the spelling the profile has.
-_SETS = {f: f"coalesce(r.{f}, p.{f})" for f in _FIELDS}
-_SETS["email"] = "CASE WHEN lower(r.email) = lower(p.email) THEN p.email ELSE _SET_ END"
-_SETS["email"] = _SETS["email"].replace("_SET_", "coalesce(r.email, p.email)")
-_CHANGES = {f: f"r.{f} IS DISTINCT FROM p.{f}" for f in _FIELDS}
-_CHANGES["email"] = "lower(r.email) IS DISTINCT FROM lower(p.email)"
-_DIFFERS = " OR ".join(f"(r.{f} IS NOT NULL AND {change})" for f, change in _CHANGES.items())
-_UPDATE = text(
-    f"""
-    WITH changed AS (
+    ), picked AS MATERIALIZED (
+        SELECT row_no, pid, conflict, other_ext, by_ext, by_email, by_phone,
+            conflict OR other_ext IS NOT NULL AS bad,
+            CASE WHEN pid IS NULL THEN gen_random_uuid() END AS new_id
+        FROM judged WHERE nth = 1
+    ), inserted AS (
+        INSERT INTO profiles (id, workspace_id, {", ".join(_FIELDS)}, properties)
+        SELECT k.new_id, :ws, {_R}, r.properties
+        FROM picked k JOIN import_rows r ON r.job_id = :job AND r.row_no = k.row_no
+        WHERE k.new_id IS NOT NULL
+        ON CONFLICT DO NOTHING
+        RETURNING id
+    ), updated AS (
         UPDATE profiles p SET
             {", ".join(f"{f} = {expr}" for f, expr in _SETS.items())},
             properties = p.properties || r.properties,
             updated_at = now()
-        FROM import_rows r
-        WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status = 'matched'
-          AND p.id = r.profile_id
-          AND p.workspace_id = :ws AND ({_DIFFERS} OR NOT p.properties @> r.properties)
-        RETURNING r.row_no
+        FROM picked k JOIN import_rows r ON r.job_id = :job AND r.row_no = k.row_no
+        WHERE k.pid IS NOT NULL AND NOT k.bad AND p.id = k.pid AND p.workspace_id = :ws
+          AND ({_DIFFERS} OR NOT p.properties @> r.properties)
+        RETURNING p.id
+    ), marked AS (
+        UPDATE import_rows r SET
+            status = CASE WHEN k.bad THEN 'failed'
+                          WHEN k.new_id IS NULL AND k.pid IN (SELECT id FROM updated) THEN 'updated'
+                          WHEN k.new_id IS NULL THEN 'unchanged'
+                          WHEN k.new_id IN (SELECT id FROM inserted) THEN 'created'
+                          ELSE 'pending' END,
+            profile_id = coalesce(k.pid, k.new_id)
+        FROM picked k
+        WHERE r.job_id = :job AND r.row_no = k.row_no
+        RETURNING r.status
+    ), errors AS (
+        INSERT INTO import_row_errors (job_id, row_no, "column", value, reason)
+        SELECT :job, row_no,
+            CASE WHEN conflict THEN concat_ws(', ',
+                CASE WHEN by_ext IS NOT NULL THEN 'external_id' END,
+                CASE WHEN by_email IS NOT NULL THEN 'email' END,
+                CASE WHEN by_phone IS NOT NULL THEN 'phone' END) ELSE 'external_id' END,
+            CASE WHEN conflict THEN NULL ELSE other_ext END,
+            CASE WHEN conflict THEN 'these identifiers belong to different existing profiles'
+                 ELSE 'the profile with this email/phone has another external_id (the value)' END
+        FROM picked WHERE bad
     )
-    UPDATE import_rows SET status = 'updated'
-    WHERE job_id = :job AND row_no IN (SELECT row_no FROM changed)
+    SELECT (SELECT count(*) FROM pending) - (SELECT count(*) FROM marked WHERE status <> 'pending')
     """
 )
-_UNCHANGED = text(
-    f"UPDATE import_rows SET status = 'unchanged' WHERE {_CHUNK} AND status = 'matched'"
-)
 
-_PENDING = text(f"SELECT count(*) FROM import_rows WHERE {_CHUNK} AND status = 'pending'")
 _GIVE_UP = text(
     f"""
     WITH failed AS (
@@ -139,21 +134,42 @@ _GIVE_UP = text(
         'more than {MAX_PASSES} rows of the file share this identifier' FROM failed
     """
 )
-_IMPORTED = "status IN ('created', 'updated', 'unchanged')"
-_CONSENTS = text(
+_IMPORTED = "r.status IN ('created', 'updated', 'unchanged')"
+_STAGED = f"r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND {_IMPORTED}"
+CHANNELS = tuple(Channel(c.removesuffix("_consent")) for c in CONSENT_COLUMNS)
+# Consents and list membership straight from the staging table, through the one definition of
+# each (ingest.consents, ingest.lists); a later row of the file wins (n = row_no).
+_CONSENTS = consent_statement(
     f"""
-    SELECT profile_id, {", ".join(CONSENT_COLUMNS)} FROM import_rows
-    WHERE {_CHUNK} AND {_IMPORTED}
-      AND ({" OR ".join(f"{c} IS NOT NULL" for c in CONSENT_COLUMNS)})
-    ORDER BY row_no
+    SELECT r.profile_id, c.channel, c.state, '{ConsentSource.import_.value}',
+        CAST(:now AS timestamptz), r.row_no
+    FROM import_rows r CROSS JOIN LATERAL (VALUES {
+        ", ".join(f"('{ch.value}', r.{col})" for ch, col in zip(CHANNELS, CONSENT_COLUMNS))
+    }) AS c(channel, state)
+    WHERE {_STAGED} AND c.state IS NOT NULL
     """
 )
-_MEMBERS = text(f"SELECT DISTINCT profile_id FROM import_rows WHERE {_CHUNK} AND {_IMPORTED}")
+_MEMBERS = add_statement(
+    f"SELECT r.profile_id FROM import_rows r WHERE {_STAGED}", "SELECT count(*) FROM joined"
+)
 _COUNTS = text(f"SELECT status, count(*) FROM import_rows WHERE {_CHUNK} GROUP BY status")
 _CLEAR = text(f"DELETE FROM import_rows WHERE {_CHUNK}")
 _DROP_ROWS = text(
     "DELETE FROM import_rows WHERE job_id = :job AND row_no = ANY(CAST(:rows AS int[]))"
 )
+
+
+# Seconds spent per phase, summed over chunks and connections (the benchmark prints them).
+PHASES: defaultdict[str, float] = defaultdict(float)
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        PHASES[name] += time.perf_counter() - start
 
 
 @dataclass
@@ -166,14 +182,20 @@ class ChunkCounts:
     joined_list: int = 0
 
 
-async def copy_rows(session: AsyncSession, data: bytes, errors: list[tuple]) -> None:
-    """Stream validated rows (COPY text format) and per-row errors into the staging tables."""
-    raw = await (await session.connection()).get_raw_connection()
-    async with raw.driver_connection.cursor() as cursor:
-        if data:
+async def stage_rows(conn: AsyncConnection, data: bytes) -> None:
+    """Stream validated rows (COPY text format) into the staging table."""
+    if data:
+        raw = await conn.get_raw_connection()
+        async with raw.driver_connection.cursor() as cursor:
             async with cursor.copy(f"COPY import_rows ({', '.join(COPY_COLUMNS)}) FROM STDIN") as c:
                 await c.write(data)
-        if errors:
+
+
+async def copy_errors(session: AsyncSession, errors: list[tuple]) -> None:
+    """Per-row errors (job, row, column, value, reason) into the job's report."""
+    if errors:
+        raw = await (await session.connection()).get_raw_connection()
+        async with raw.driver_connection.cursor() as cursor:
             sql = 'COPY import_row_errors (job_id, row_no, "column", value, reason) FROM STDIN'
             async with cursor.copy(sql) as c:
                 for row in errors:
@@ -194,35 +216,24 @@ async def upsert_chunk(
 ) -> ChunkCounts:
     """Rows lo..hi of the job, already staged: into profiles, consents and the list."""
     params = {"job": job_id, "ws": workspace_id, "lo": lo, "hi": hi}
-    # The staging table is filled and emptied chunk by chunk: without fresh statistics the
-    # planner may take the chunk for a few rows and join it to itself in a nested loop.
-    await session.execute(text("ANALYZE import_rows"))
-    for _ in range(MAX_PASSES):
-        await session.execute(_RESOLVE, params)
-        await session.execute(_INSERT, params)
-        await session.execute(_CREATED, params)
-        await session.execute(_UPDATE, params)
-        await session.execute(_UNCHANGED, params)
-        if not (await session.execute(_PENDING, params)).scalar_one():
-            break
-    else:
-        await session.execute(_GIVE_UP, params)
+    with phase("profiles (match, insert, update)"):
+        for _ in range(MAX_PASSES):
+            if not (await session.execute(_PASS, params)).scalar_one():
+                break
+        else:
+            await session.execute(_GIVE_UP, params)
     counts = ChunkCounts()
-    updates = [
-        ConsentUpdate(pid, channel, state, ConsentSource.import_)
-        for pid, *states in await session.execute(_CONSENTS, params)
-        for channel, state in zip(CHANNELS, states, strict=True)
-        if state is not None
-    ]
-    counts.consents_changed = await apply_consents(session, workspace_id, updates)
+    with phase("consents"):
+        counts.consents_changed = await apply_consent_statement(
+            session, _CONSENTS, workspace_id, {**params, "now": utcnow()}
+        )
     if list_id is not None:
-        members = list((await session.execute(_MEMBERS, params)).scalars())
-        counts.joined_list = len(await add_members(session, workspace_id, list_id, members, SOURCE))
-    by_status = Counter(dict((await session.execute(_COUNTS, params)).all()))
-    counts.created, counts.updated = by_status["created"], by_status["updated"]
-    counts.unchanged, counts.failed = by_status["unchanged"], by_status["failed"]
-    await session.execute(_CLEAR, params)
+        with phase("list members"):
+            joined = await session.execute(_MEMBERS, {**params, "list": list_id, "source": SOURCE})
+            counts.joined_list = joined.scalar_one()
+    with phase("count and clear staging"):
+        by_status = Counter(dict((await session.execute(_COUNTS, params)).all()))
+        counts.created, counts.updated = by_status["created"], by_status["updated"]
+        counts.unchanged, counts.failed = by_status["unchanged"], by_status["failed"]
+        await session.execute(_CLEAR, params)
     return counts
-
-
-CHANNELS = tuple(Channel(c.removesuffix("_consent")) for c in CONSENT_COLUMNS)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ingest.profiles import merge_profiles
+from ingest.profiles import merge_profiles, profiles_changed
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,9 @@ _KNOWN = text(
         ON CONFLICT (workspace_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
         RETURNING id, external_id
     )
-    SELECT external_id, id FROM created
+    SELECT external_id, id, true AS created FROM created
     UNION ALL
-    SELECT wanted.u, p.id FROM wanted CROSS JOIN LATERAL (
+    SELECT wanted.u, p.id, false FROM wanted CROSS JOIN LATERAL (
         SELECT id FROM profiles WHERE workspace_id = :ws AND external_id = wanted.u LIMIT 1
     ) AS p
     """
@@ -65,9 +65,9 @@ _ANONYMOUS = text(
     created AS (
         INSERT INTO profiles (id, workspace_id) SELECT profile_id, :ws FROM aliased
     )
-    SELECT anonymous_id, profile_id FROM aliased
+    SELECT anonymous_id, profile_id, true AS created FROM aliased
     UNION ALL
-    SELECT wanted.a, pa.profile_id FROM wanted CROSS JOIN LATERAL (
+    SELECT wanted.a, pa.profile_id, false FROM wanted CROSS JOIN LATERAL (
         SELECT profile_id FROM profile_aliases
         WHERE workspace_id = :ws AND anonymous_id = wanted.a LIMIT 1
     ) AS pa
@@ -130,11 +130,16 @@ async def _get_or_create(
     statement (a new snapshot, under READ COMMITTED) sees it.
     """
     found: dict[str, uuid.UUID] = {}
+    created: list[uuid.UUID] = []
     for _ in range(3):
         rows = await session.execute(statement, {"ws": workspace_id, param: keys})
-        found.update((key, value) for key, value in rows)
+        for key, profile_id, is_new in rows:
+            found[key] = profile_id
+            if is_new:
+                created.append(profile_id)
         keys = [key for key in keys if key not in found]
         if not keys:
+            await profiles_changed(session, workspace_id, created, new=True)
             return found
     raise RuntimeError(f"could not resolve {len(keys)} ids (e.g. {keys[0]!r})")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import structlog
 from sqlalchemy import delete, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.db import session_scope
@@ -38,6 +39,9 @@ from models import ImportFileChunk, ImportJob, ImportRow, ImportStatus
 from models.base import utcnow
 
 CHUNK_ROWS = 20_000
+# Chunks in the database at once, each on its own connection (see `_load_chunk`).
+CONNECTIONS = 2
+ANALYZE = os.environ.get("WAYMARK_IMPORT_ANALYZE", "1") == "1"
 # Smaller files are validated in this process: starting worker processes costs more.
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 log = structlog.get_logger(__name__)
@@ -147,11 +151,12 @@ async def _stream(engine, job, reader, counting, size, progress, workers) -> Imp
     if workers:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     loop = asyncio.get_running_loop()
-    in_flight: deque[asyncio.Future] = deque()
+    in_flight: deque[asyncio.Future] = deque()  # chunks being validated, in file order
+    loads: deque[asyncio.Task] = deque()  # chunks in the database, in file order
     next_row = 2 + job.processed_rows
     try:
         while True:
-            while len(in_flight) <= workers and (rows := read(CHUNK_ROWS)):
+            while len(in_flight) < workers + CONNECTIONS and (rows := read(CHUNK_ROWS)):
                 if pool is None:
                     in_flight.append(
                         asyncio.ensure_future(
@@ -163,9 +168,14 @@ async def _stream(engine, job, reader, counting, size, progress, workers) -> Imp
                         loop.run_in_executor(pool, validate_chunk, plan, next_row, rows)
                     )
                 next_row += len(rows)
-            if not in_flight:
+            if in_flight and len(loads) < CONNECTIONS:
+                chunk = await in_flight.popleft()
+                after = loads[-1] if loads else None
+                loads.append(asyncio.create_task(_load_chunk(engine, job, chunk, after)))
+                continue
+            if not loads:
                 return job
-            job = await _load_chunk(engine, job, await in_flight.popleft())
+            job = await loads.popleft()
             if progress is not None:
                 report = ImportProgress(
                     counting.count,
@@ -179,8 +189,10 @@ async def _stream(engine, job, reader, counting, size, progress, workers) -> Imp
                 if (waited := progress(report)) is not None:
                     await waited
     finally:
-        for future in in_flight:
+        for future in (*in_flight, *loads):
             future.cancel()
+        if loads:
+            await asyncio.gather(*loads, return_exceptions=True)
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
@@ -195,24 +207,73 @@ _COUNTERS = text(
 )
 
 
-async def _load_chunk(engine: AsyncEngine, job: ImportJob, chunk) -> ImportJob:
-    """One chunk in one transaction: staged, type-checked, upserted, counted."""
+# Chunk transactions commit in file order, so `processed_rows` always counts a prefix of the
+# file: each chunk holds an advisory lock keyed by its last row, and takes the previous
+# chunk's lock before it commits. All waits are PostgreSQL lock waits, so when two chunks
+# need each other's rows (the same new email, say) the deadlock detector ends one of them,
+# and that chunk is done again once the previous one has committed.
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(CAST(:job AS text)), CAST(:row AS int))")
+_COMMITTED = text("SELECT processed_rows FROM import_jobs WHERE id = :job")
+_RETRY_SQLSTATES = frozenset({"40P01", "40001", "23505"})  # deadlock, serialization, unique
+MAX_ATTEMPTS = 10
+
+
+class _Retry(Exception):
+    """The previous chunk has not committed: this one is done again after it."""
+
+
+async def _load_chunk(
+    engine: AsyncEngine, job: ImportJob, chunk, after: asyncio.Task | None
+) -> ImportJob:
+    """One chunk: staged (COPY), then in one transaction type-checked, upserted, counted."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        with csv_upsert.phase("stage rows (COPY)"):
+            await csv_upsert.stage_rows(conn, chunk.copy_data)
+        if ANALYZE:
+            with csv_upsert.phase("ANALYZE"):
+                await conn.execute(text("ANALYZE import_rows"))
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return await _upsert_chunk(engine, job, chunk, after)
+        except (_Retry, DBAPIError) as exc:
+            sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+            if isinstance(exc, DBAPIError) and (
+                sqlstate not in _RETRY_SQLSTATES or after is None or attempt == MAX_ATTEMPTS
+            ):
+                raise
+            log.info("import chunk retried", first_row=chunk.first_row, reason=sqlstate)
+            await asyncio.wait([after])  # then this chunk runs after the previous one
+            if after.cancelled() or after.exception() is not None:
+                raise RuntimeError("the previous chunk of the import failed") from exc
+    raise RuntimeError(f"the chunk at row {chunk.first_row} did not commit")
+
+
+async def _upsert_chunk(engine, job: ImportJob, chunk, after: asyncio.Task | None) -> ImportJob:
     async with session_scope(engine) as session:
-        await csv_upsert.copy_rows(session, chunk.copy_data, [(job.id, *e) for e in chunk.errors])
-        bad_rows: set[int] = set()
-        type_errors = []
-        for sample in type_variants(chunk.property_types):
-            for err in await check_property_types(session, job.workspace_id, sample):
-                kind = property_type(sample[err.field]).value
-                rows = chunk.property_types[err.field][kind][1]
-                bad_rows.update(rows)
-                type_errors += [(job.id, r, err.field, None, err.message) for r in rows]
-        if bad_rows:
-            await csv_upsert.drop_rows(session, job.id, sorted(bad_rows))
-            await csv_upsert.copy_rows(session, b"", type_errors)
+        await session.execute(_LOCK, {"job": str(job.id), "row": chunk.last_row})
+        with csv_upsert.phase("errors and property types"):
+            await csv_upsert.copy_errors(session, [(job.id, *e) for e in chunk.errors])
+            bad_rows: set[int] = set()
+            type_errors = []
+            for sample in type_variants(chunk.property_types):
+                for err in await check_property_types(session, job.workspace_id, sample):
+                    kind = property_type(sample[err.field]).value
+                    rows = chunk.property_types[err.field][kind][1]
+                    bad_rows.update(rows)
+                    type_errors += [(job.id, r, err.field, None, err.message) for r in rows]
+            if bad_rows:
+                await csv_upsert.drop_rows(session, job.id, sorted(bad_rows))
+                await csv_upsert.copy_errors(session, type_errors)
         counts = await csv_upsert.upsert_chunk(
             session, job.workspace_id, job.id, chunk.first_row, chunk.last_row, job.list_id
         )
+        if after is not None:
+            with csv_upsert.phase("wait for the previous chunk"):
+                await session.execute(_LOCK, {"job": str(job.id), "row": chunk.first_row - 1})
+                committed = (await session.execute(_COMMITTED, {"job": job.id})).scalar_one()
+            if committed < chunk.first_row - 2:
+                raise _Retry
         await session.execute(
             _COUNTERS,
             {

@@ -1,7 +1,8 @@
 """List membership, set-based: joins and leaves with their log, and profiles found by identifier.
 
-Every writer (REST API, CSV import, flow actions) goes through `add_members` / `remove_members`,
-so each join and leave is recorded once, with time and source. List-triggered flows read joins.
+Every writer (REST API, CSV import, flow actions) goes through `add_members` (or, for profile ids
+already in the database, a statement made by `add_statement`) and `remove_members`, so each join
+and leave is recorded once, with time and source. List-triggered flows read joins.
 """
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-_ADD = text(
-    """
+# The one definition of a join. `{members}` is a query of the profile ids to add (any
+# duplicates); `{result}` reads the `joined` rows (profile_id, joined_at).
+_ADD_BODY = """
     WITH input AS (
         SELECT DISTINCT x.profile_id
-        FROM unnest(CAST(:profile_ids AS uuid[])) AS x(profile_id)
+        FROM ({members}) AS x(profile_id)
         JOIN profiles p ON p.id = x.profile_id AND p.workspace_id = :ws
         WHERE EXISTS (SELECT 1 FROM lists l WHERE l.id = :list AND l.workspace_id = :ws)
     ), joined AS (
@@ -30,9 +33,18 @@ _ADD = text(
             (workspace_id, list_id, profile_id, action, source, occurred_at)
         SELECT :ws, :list, profile_id, 'joined', :source, joined_at FROM joined
     )
-    SELECT profile_id FROM joined
+    {result}
     """
-)
+
+
+@cache
+def add_statement(members: str, result: str = "SELECT profile_id FROM joined") -> TextClause:
+    """The join statement over `members`, a SELECT of profile ids (e.g. from a staging table).
+    Binds `:ws`, `:list`, `:source` plus the query's own parameters."""
+    return text(_ADD_BODY.format(members=members, result=result))
+
+
+_ADD = add_statement("SELECT unnest(CAST(:profile_ids AS uuid[]))")
 
 _REMOVE = text(
     """

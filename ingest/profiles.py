@@ -41,6 +41,26 @@ def unique_violation(exc: IntegrityError) -> FieldError | None:
     return None
 
 
+async def profiles_changed(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    profile_ids: list[uuid.UUID],
+    *,
+    new: bool = False,
+    changed: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """Keep segment membership current for profiles just created or changed (same transaction).
+
+    `new` (a new or merged profile) re-checks every segment; else `changed` names what changed:
+    field / property names, or "lists", "consents" (see `segments.updates`)."""
+    from segments.updates import EVERYTHING, refresh_for_profiles  # segments build on ingest
+
+    if profile_ids and (new or changed):
+        await refresh_for_profiles(
+            session, workspace_id, profile_ids, changed=set(EVERYTHING if new else changed)
+        )
+
+
 async def write_profile(
     session: AsyncSession,
     workspace_id: uuid.UUID,
@@ -79,8 +99,11 @@ async def write_profile(
                 raise ProfileDataError(type_errors)
             if profile_id is None:
                 profile_id = await _insert(session, workspace_id, reserved, set_props)
+                await profiles_changed(session, workspace_id, [profile_id], new=True)
             else:
                 await _update(session, workspace_id, profile_id, reserved, set_props, removed)
+                changed = {*reserved, *set_props, *removed}
+                await profiles_changed(session, workspace_id, [profile_id], changed=changed)
     except IntegrityError as exc:
         error = unique_violation(exc)
         if error is None:
@@ -193,3 +216,4 @@ async def merge_profiles(
         ),
         params,
     )
+    await profiles_changed(session, workspace_id, [target], new=True)

@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from core.settings import Settings
+from flows.router import JourneyRouter
 from ingest.outbox import EventRouter
 from segments.updates import SegmentEventRouter
 
 
 def build_routers(client: Client, settings: Settings, engine: AsyncEngine) -> list[EventRouter]:
-    return [SegmentEventRouter()]
+    return [SegmentEventRouter(), JourneyRouter(client, settings, engine)]

@@ -7,7 +7,9 @@ from sqlmodel import SQLModel
 
 from models.channels import ChannelCredential, LocalOutboxMessage, VapidKey
 from models.event import Event, EventOutbox, Metric, ProcessedCall
+from models.flows import Flow, FlowStatus, FlowStatusChange, FlowVersion
 from models.imports import ImportFileChunk, ImportJob, ImportRow, ImportRowError, ImportStatus
+from models.journeys import Journey, JourneyStatus, JourneyStep, StepOutcome  # noqa: F401
 from models.lists import ListAction, ListMember, ListMembershipChange, ProfileList
 from models.messages import Message, MessageEvent, MessageStatus, SourceType
 from models.profile import (
@@ -39,6 +41,10 @@ __all__ = [
     "ConsentState",
     "Event",
     "EventOutbox",
+    "Flow",
+    "FlowStatus",
+    "FlowStatusChange",
+    "FlowVersion",
     "ImportFileChunk",
     "ImportJob",
     "ImportRow",

@@ -29,6 +29,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     union_all,
     update,
 )
@@ -38,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models import Segment, SegmentMember, SegmentMembershipChange
 from segments import Condition, Dependencies, condition_adapter, dependencies, members_query
 
+ANALYZE_AFTER = 10_000  # entries + exits of one refresh that call for fresh planner statistics
 MEMBERS = SegmentMember.__table__
 CHANGES = SegmentMembershipChange.__table__
 SEGMENTS = Segment.__table__
@@ -150,7 +152,13 @@ async def refresh_segment(
         return RefreshResult()
     statement = _refresh_statement(workspace_id, segment_id, condition, now, ids)
     entered, exited = (await session.execute(statement)).one()
-    return RefreshResult(entered=list(entered or []), exited=list(exited or []))
+    result = RefreshResult(entered=list(entered or []), exited=list(exited or []))
+    if len(result.entered) + len(result.exited) >= ANALYZE_AFTER:
+        # Fresh statistics now, not when autovacuum gets to it: with the old ones the planner
+        # keeps choosing scans for the incremental updates (60 ms instead of 3 ms per event
+        # after a 170k-member segment was built, measured on 1M profiles).
+        await session.execute(text("ANALYZE segment_members"))
+    return result
 
 
 def _refresh_statement(workspace_id, segment_id, condition, now, ids):

@@ -2,8 +2,9 @@
 
 from workflows.constants import TASK_QUEUE
 from workflows.import_profiles import ImportProfilesWorkflow
+from workflows.journey import JourneyWorkflow
 from workflows.segment_refresh import SegmentRefreshWorkflow
 
-ALL: list[type] = [ImportProfilesWorkflow, SegmentRefreshWorkflow]
+ALL: list[type] = [ImportProfilesWorkflow, SegmentRefreshWorkflow, JourneyWorkflow]
 
 __all__ = ["ALL", "TASK_QUEUE"]

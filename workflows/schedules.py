@@ -28,7 +28,6 @@ from temporalio.client import (
 
 from workflows.segment_refresh import RefreshSegmentsInput, SegmentRefreshWorkflow
 
-DEFAULT_SEGMENT_REFRESH_MINUTES = 15
 
 
 def segment_refresh_schedule_id(task_queue: str) -> str:
@@ -75,7 +74,7 @@ async def ensure_schedules(
     often time-dependent segments are recomputed; every segment is recomputed once a day, a
     safety net for changes no incremental path saw (and it corrects member counts)."""
     every = segment_refresh_every or timedelta(
-        minutes=getattr(settings, "segment_refresh_minutes", DEFAULT_SEGMENT_REFRESH_MINUTES)
+        minutes=settings.segment_refresh_minutes
     )
     await ensure_schedule(
         client,

@@ -14,11 +14,11 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, select, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, tuple_
 
 from api.deps import Reader, SessionDep, Writer
 from api.errors import ApiError, not_found
+from ingest import suppressions
 from ingest.traits import normalize_email, normalize_phone
 from models import Channel, Suppression
 
@@ -121,19 +121,9 @@ async def suppress(
 ) -> SuppressionPublic:
     """Suppress an address. Suppressing it again keeps the first reason and answers 200."""
     address = normalize_address(body.channel, body.address, "body.address")
-    inserted = (
-        await session.execute(
-            insert(Suppression)
-            .values(
-                workspace_id=principal.workspace_id,
-                channel=body.channel,
-                address=address,
-                reason=body.reason,
-            )
-            .on_conflict_do_nothing()
-            .returning(Suppression.channel)
-        )
-    ).first()
+    inserted = await suppressions.suppress(
+        session, principal.workspace_id, body.channel, address, body.reason
+    )
     row = (
         await session.execute(
             select(Suppression)
@@ -146,7 +136,7 @@ async def suppress(
         )
     ).scalar_one()
     await session.commit()
-    if inserted is None:
+    if not inserted:
         response.status_code = status.HTTP_200_OK
     return SuppressionPublic.model_validate(row, from_attributes=True)
 
@@ -157,14 +147,7 @@ async def unsuppress(
 ) -> Response:
     """Lift a suppression; the address may be given in any spelling (it is normalized)."""
     normalized = normalize_address(channel, address, "path.address")
-    result = await session.execute(
-        delete(Suppression).where(
-            Suppression.workspace_id == principal.workspace_id,
-            Suppression.channel == channel,
-            Suppression.address == normalized,
-        )
-    )
-    if result.rowcount == 0:
+    if not await suppressions.unsuppress(session, principal.workspace_id, channel, normalized):
         raise not_found("suppression")
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -315,6 +315,20 @@ async def _address_view(t: Tenant, address: str) -> Any:
     return status, [s for s in body["data"] if s["address"] == address]
 
 
+async def _flow(t: Tenant) -> str:
+    from tests.flows import flow_body
+
+    body = {"definition": flow_body(f"Cart {t.tag}", await made(t, "template_id"))}
+    flow_id = (await t.create("POST", "/v1/flows", json=body))["id"]
+    await t.create("POST", f"/v1/flows/{flow_id}/publish", 200, json={"message": "v1"})
+    return flow_id
+
+
+async def _flow_version(t: Tenant) -> str:
+    await made(t, "flow_id")
+    return "1"
+
+
 # Every path parameter of every route must be here; a new one fails `test_cross_workspace`.
 RESOURCES: dict[str, Resource] = {
     "profile_id": Resource(_profile, _profile_view),
@@ -326,6 +340,8 @@ RESOURCES: dict[str, Resource] = {
     "segment_id": Resource(_segment, lambda t, i: _json(t, f"/v1/segments/{i}")),
     "template_id": Resource(_template, lambda t, i: _json(t, f"/v1/templates/{i}")),
     "address": Resource(_address, _address_view),
+    "flow_id": Resource(_flow, lambda t, i: _json(t, f"/v1/flows/{i}")),
+    "version": Resource(_flow_version),
 }
 
 
@@ -488,7 +504,7 @@ def _markers(t: Tenant) -> dict[str, str]:
         "email": t.email,
         "external id": t.external_id,
         "suppressed address": t.suppressed,
-        **{param: value for param, value in t.made.items() if param != "channel"},
+        **{p: v for p, v in t.made.items() if p not in ("channel", "version")},  # not unique
     }
 
 

@@ -415,3 +415,103 @@ async def test_send_message_runs_as_an_activity(
     assert [r.outcome for r in results] == [SendOutcome.sent, SendOutcome.sent]
     assert [r.replayed for r in results] == [False, True]
     assert await _count(engine, select(func.count()).select_from(LocalOutboxMessage)) == 1
+
+
+class CapturingProvider(CountingProvider):
+    """The local outbox, keeping every OutgoingEmail it was handed."""
+
+    def __init__(self, engine, workspace_id) -> None:
+        super().__init__(engine, workspace_id)
+        self.emails: list = []
+
+    async def send_emails(self, emails):
+        self.emails += emails
+        return await super().send_emails(emails)
+
+
+async def test_a_campaign_batch_shares_content_with_per_recipient_substitutions(
+    engine, workspaces, send_settings
+):
+    """Same copy: the tracking URLs go as substitutions, so the content is the same for every
+    recipient (one SendGrid request); the ledger and the outbox keep each one's real content."""
+    from channels.links import LinkKind, substitute, verify
+
+    ws = await _workspace(engine, workspaces, utm={"utm_source": "waymark"})
+    html = (
+        '<html><body><p>Sale!</p><a href="https://shop.example.com/sale">Sale</a> '
+        '<a href="{{ preferences_url }}">Preferences</a></body></html>'
+    )
+    template_id = await _template(engine, ws, subject="Summer sale", html=html)
+    profiles = [await _profile(engine, ws) for _ in range(5)]
+    provider = CapturingProvider(engine, ws.id)
+    input = SendMessagesInput(
+        workspace_id=ws.id,
+        channel=Channel.email,
+        template_id=template_id,
+        profile_ids=[p.id for p in profiles],
+        idempotency_prefix=f"campaign-message:{uuid.uuid4()}",
+    )
+
+    result = await send_many(engine, send_settings, input, providers=_providers(provider))
+
+    assert result.sent == 5
+    emails = provider.emails
+    assert len({(e.subject, e.html, e.text) for e in emails}) == 1  # one shared content
+    shared = emails[0].html
+    for part in ("/l/c/", "/l/o/", "/l/p/", "/l/u/", "shop.example.com"):
+        assert part not in shared
+    async with session_scope(engine) as session:
+        messages = {
+            m.id: m
+            for m in (await session.execute(select(Message).where(Message.workspace_id == ws.id)))
+            .scalars()
+            .all()
+        }
+        outbox = {
+            o.message_id: o
+            for o in (await session.execute(select(LocalOutboxMessage))).scalars().all()
+        }
+    for email in emails:
+        assert len(email.substitutions) >= 4  # 1 click, the pixel, preferences, unsubscribe
+        content = unpack_content(messages[email.message_id].content)
+        real = substitute(email.html, email.substitutions)
+        assert content["html"] == real == outbox[email.message_id].html
+        assert content["text"] == substitute(email.text, email.substitutions)
+        assert "https://wm.example.com/l/p/" in real and "https://wm.example.com/l/o/" in real
+        [token] = [t for t in real.split('"') if t.startswith("https://wm.example.com/l/c/")]
+        click = verify(send_settings, token.rsplit("/", 1)[1], LinkKind.click)
+        assert click.message_id == email.message_id
+        assert click.url.startswith("https://shop.example.com/sale?utm_source=waymark")
+        assert email.headers["List-Unsubscribe"].startswith("<https://wm.example.com/l/u/")
+
+
+async def test_a_partly_sent_call_records_what_went_out(engine, workspaces, send_settings):
+    """Some requests accepted, others unavailable: the accepted are `sent` (never resent),
+    the rest handed back to `queued` for the retry."""
+    from channels.base import SendResult, SendStatus
+    from channels.providers.common import PartlySent
+
+    ws = await _workspace(engine, workspaces)
+    template_id = await _template(engine, ws)
+    profiles = [await _profile(engine, ws) for _ in range(2)]
+
+    class HalfProvider:
+        async def send_emails(self, emails):
+            first = SendResult(emails[0].message_id, SendStatus.sent, "sg-1")
+            raise PartlySent("SendGrid 503: try later", [first])
+
+    input = SendMessagesInput(
+        workspace_id=ws.id,
+        channel=Channel.email,
+        template_id=template_id,
+        profile_ids=[p.id for p in profiles],
+        idempotency_prefix=f"campaign-message:{uuid.uuid4()}",
+    )
+    with pytest.raises(ProviderUnavailable):
+        await send_many(engine, send_settings, input, providers=_providers(HalfProvider()))
+    async with session_scope(engine) as session:
+        statuses = sorted(
+            (m.status, m.provider_message_id)
+            for m in (await session.execute(select(Message))).scalars()
+        )
+    assert statuses == [("queued", None), ("sent", "sg-1")]

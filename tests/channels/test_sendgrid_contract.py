@@ -11,6 +11,7 @@ import pytest
 from channels.base import OutgoingEmail, ProviderUnavailable, SendStatus
 from channels.providers.common import PartlySent
 from channels.providers.sendgrid import SendGridEmailProvider
+from channels.providers.sendgrid import _sendable as sendable
 
 API_KEY = "SG.test-key-0123456789abcdef"
 
@@ -168,3 +169,88 @@ async def test_partial_outage_reports_what_was_sent(sink):
     assert [(r.message_id, r.status) for r in caught.value.results] == [
         (first.message_id, SendStatus.sent)
     ]
+
+
+async def test_links_personalized_batch_shares_requests_through_substitutions(mock_providers):
+    """Same copy, per-recipient tracking URLs: the URLs go as per-personalization
+    substitutions, so 1,500 recipients take 2 requests (1,000 + 500), each valid."""
+    from channels import links
+    from core.settings import Settings
+
+    settings = Settings(secret_key="k" * 48, public_url="https://wm.example.com")
+    workspace_id = uuid.uuid4()
+    html = (
+        "<html><body><p>Our summer sale is on.</p>"
+        '<a href="https://shop.example.com/sale">Sale</a> '
+        '<a href="https://shop.example.com/new">New in</a></body></html>'
+    )
+    emails, real = [], {}
+    for i in range(1500):
+        message_id, profile_id = uuid.uuid4(), uuid.uuid4()
+        ids = {"settings": settings, "workspace_id": workspace_id, "profile_id": profile_id}
+        unsubscribe = links.unsubscribe_url(**ids, message_id=message_id)
+        tagged = links.prepare_email_tagged(
+            html,
+            "Our summer sale is on. Unsubscribe: " + unsubscribe,
+            **ids,
+            message_id=message_id,
+            utm={"utm_source": "waymark"},
+            unsubscribe_url=unsubscribe,
+            personal_urls=(unsubscribe,),
+        )
+        assert tagged.substitutions and "/l/c/" not in tagged.html
+        emails.append(
+            email(
+                f"c{i}@example.com",
+                message_id=message_id,
+                html=tagged.html,
+                text=tagged.text,
+                headers=links.unsubscribe_headers(unsubscribe),
+                substitutions=tagged.substitutions,
+            )
+        )
+        real[str(message_id)] = (tagged.real_html, tagged.real_text)
+    provider = CountingProvider(API_KEY, mock_providers.sendgrid_url)
+    before = mock_providers.validated("sendgrid")
+
+    results = await provider.send_emails(emails)
+
+    assert all(r.status is SendStatus.sent for r in results)
+    assert sorted(len(b["personalizations"]) for b in provider.bodies) == [500, 1000]
+    assert mock_providers.validated("sendgrid") == before + 2
+    by_id = {str(e.message_id): e for e in emails}
+    seen = set()
+    for body in provider.bodies:
+        content = {c["type"]: c["value"] for c in body["content"]}
+        for personalization in body["personalizations"]:
+            message_id = personalization["custom_args"]["waymark_message_id"]
+            sent = by_id[message_id]
+            assert personalization["substitutions"] == sent.substitutions
+            assert personalization["headers"] == {
+                "List-Unsubscribe": sent.headers["List-Unsubscribe"]
+            }
+            # What SendGrid delivers, substitutions applied: the recipient's own content.
+            assert (
+                links.substitute(content["text/html"], personalization["substitutions"]),
+                links.substitute(content["text/plain"], personalization["substitutions"]),
+            ) == real[message_id]
+            seen.add(message_id)
+    assert seen == set(by_id)
+
+
+def test_substitutions_over_the_limit_go_out_as_plain_content():
+    """Over 10,000 bytes of substitutions (or a tag in the subject): applied before sending."""
+    provider = SendGridEmailProvider(API_KEY, "http://127.0.0.1:9")
+    subs = {f"-wm{i}-": "https://wm.example.com/l/c/" + "x" * 200 for i in range(60)}
+    html = "".join(f'<a href="-wm{i}-">{i}</a>' for i in range(60))
+    big = email(html=html, text="-wm0-", substitutions=subs)
+    body = provider.build([sendable(big)]).get()
+    assert "substitutions" not in body["personalizations"][0]
+    html_sent = body["content"][1]["value"]
+    assert "-wm1-" not in html_sent and subs["-wm1-"] in html_sent
+    small = email(
+        html="<a href='-wm0-'>x</a>", text="", substitutions={"-wm0-": "https://a.example"}
+    )
+    assert sendable(small) is small
+    tagged_subject = email(subject="Deal -wm0-", html="-wm0-", substitutions={"-wm0-": "v"})
+    assert sendable(tagged_subject).substitutions == {}
