@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,14 +31,21 @@ log = structlog.get_logger(__name__)
 
 
 def build_worker(
-    client: Client, settings: Settings, engine: AsyncEngine, *, task_queue: str | None = None
+    client: Client,
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    task_queue: str | None = None,
+    **options: Any,
 ) -> Worker:
+    """The worker for every workflow and activity; `options` go to `temporalio.worker.Worker`."""
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=workflows.ALL,
         activities=build_activities(engine, settings),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        **options,
     )
 
 

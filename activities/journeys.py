@@ -390,13 +390,17 @@ class JourneyActivities:
                     )
                 except ProfileDataError as exc:
                     raise ApplicationError(
-                        f"profile update refused: {exc}", type="ProfileDataError", non_retryable=True
+                        f"profile update refused: {exc}",
+                        type="ProfileDataError",
+                        non_retryable=True,
                     ) from None
             consents = [
                 ConsentUpdate(
                     input.profile_id,
                     Channel(c["channel"]),
-                    ConsentState.subscribed if c["action"] == "grant" else ConsentState.unsubscribed,
+                    ConsentState.subscribed
+                    if c["action"] == "grant"
+                    else ConsentState.unsubscribed,
                     ConsentSource.flow,
                 )
                 for c in input.consents
@@ -412,7 +416,7 @@ class JourneyActivities:
         act = add_members if input.action == "add" else remove_members
         async with session_scope(self.engine) as session:
             changed = await act(
-                session, input.workspace_id, input.list_id, [input.profile_id], f"flow:{input.flow_id}"
+                session, input.workspace_id, input.list_id, [input.profile_id], "flow"
             )
         return StepActionResult(changed=bool(changed), reason=None if changed else "no_change")
 
@@ -433,8 +437,9 @@ class JourneyActivities:
             found = row.first() is not None
         return StepActionResult(changed=found, reason=None if found else "profile_deleted")
 
-    async def _post(self, workspace_id: uuid.UUID, url: str, payload: Any, headers: dict,
-                    timeout: float) -> int:
+    async def _post(
+        self, workspace_id: uuid.UUID, url: str, payload: Any, headers: dict, timeout: float
+    ) -> int:
         import httpx
 
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
@@ -449,7 +454,9 @@ class JourneyActivities:
             async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
                 response = await http.post(url, content=body, headers=signed)
         except httpx.HTTPError as exc:
-            raise ApplicationError(f"webhook {url}: {type(exc).__name__}: {exc}", type="WebhookError")
+            raise ApplicationError(
+                f"webhook {url}: {type(exc).__name__}: {exc}", type="WebhookError"
+            )
         if not 200 <= response.status_code < 300:
             raise ApplicationError(
                 f"webhook {url} answered {response.status_code}",
@@ -461,13 +468,17 @@ class JourneyActivities:
 
     @activity.defn
     async def send_webhook(self, input: SendWebhookInput) -> SendWebhookResult:
-        payload = input.body if input.body is not None else {
-            "profile_id": str(input.profile_id),
-            "flow_id": str(input.flow_id),
-            "journey_id": str(input.journey_id),
-            "step_id": input.step_id,
-            "event": input.event,
-        }
+        payload = (
+            input.body
+            if input.body is not None
+            else {
+                "profile_id": str(input.profile_id),
+                "flow_id": str(input.flow_id),
+                "journey_id": str(input.journey_id),
+                "step_id": input.step_id,
+                "event": input.event,
+            }
+        )
         status = await self._post(
             input.workspace_id, input.url, payload, input.headers, input.timeout_seconds
         )
@@ -517,7 +528,9 @@ class JourneyActivities:
         spec = input.until_date or {}
         tz = rt.zone(row.timezone, row.ws_tz or "UTC")
         value = (row.properties or {}).get(spec.get("property", ""))
-        wake = rt.date_property_time(value, spec.get("offset_days", 0), spec.get("time", "09:00"), tz)
+        wake = rt.date_property_time(
+            value, spec.get("offset_days", 0), spec.get("time", "09:00"), tz
+        )
         if wake is None:
             return ResolveDelayResult(reason="date_property_missing")
         return ResolveDelayResult(wake_at=wake)

@@ -36,6 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -182,7 +183,8 @@ class JourneyRouter:
             if jid in existing:
                 continue
             if (days := defn.settings.cooldown_days) and (
-                (last := last_entry.get((flow_id, e.profile_id))) and last > now - timedelta(days=days)
+                (last := last_entry.get((flow_id, e.profile_id)))
+                and last > now - timedelta(days=days)
             ):
                 continue
             wid = journey_workflow_id(defn.settings.duplicate, flow_id, e.profile_id, e.id)
@@ -236,11 +238,11 @@ class JourneyRouter:
                 memo={"journey_id": str(start.journey_id)},
                 search_attributes=TypedSearchAttributes(
                     [
-                        sa.WORKSPACE_ID.value_set(str(start.workspace_id)),
-                        sa.FLOW_ID.value_set(str(start.flow_id)),
-                        sa.FLOW_VERSION.value_set(start.version),
-                        sa.PROFILE_ID.value_set(str(start.profile_id)),
-                        sa.STATUS.value_set("active"),
+                        SearchAttributePair(sa.WORKSPACE_ID, str(start.workspace_id)),
+                        SearchAttributePair(sa.FLOW_ID, str(start.flow_id)),
+                        SearchAttributePair(sa.FLOW_VERSION, start.version),
+                        SearchAttributePair(sa.PROFILE_ID, str(start.profile_id)),
+                        SearchAttributePair(sa.STATUS, "active"),
                     ]
                 ),
             )

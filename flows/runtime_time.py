@@ -72,9 +72,7 @@ def parse_date(value: Any) -> date | None:
         return None
 
 
-def date_property_time(
-    value: Any, offset_days: int, clock: str, tz: ZoneInfo
-) -> datetime | None:
+def date_property_time(value: Any, offset_days: int, clock: str, tz: ZoneInfo) -> datetime | None:
     """The date in `value` plus `offset_days`, at `clock` in `tz` (None: no usable date)."""
     day = parse_date(value)
     if day is None:

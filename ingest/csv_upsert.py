@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,11 +38,14 @@ _CHANGES = {f: f"r.{f} IS DISTINCT FROM p.{f}" for f in _FIELDS}
 _CHANGES["email"] = "lower(r.email) IS DISTINCT FROM lower(p.email)"
 _DIFFERS = " OR ".join(f"(r.{f} IS NOT NULL AND {change})" for f, change in _CHANGES.items())
 
+# Staged rows of earlier chunks of the job that have not committed yet (see `upsert_chunk`).
+_EARLIER = "e.job_id = :job AND e.row_no < :before"
 # One pass, one statement: the pending rows that repeat no identifier of an earlier pending
-# row are matched, then inserted (a fresh id each) or used to update their profile, and marked
-# with the outcome; the rest stay pending for the next pass. A new row whose insert did nothing
-# lost a race with another writer (same email, say): it stays pending and is matched again in
-# the next pass, whose statement sees that writer's profile. Returns the rows left pending.
+# row (nor of an earlier chunk still in flight) are matched, then inserted (a fresh id each) or
+# used to update their profile, and marked with the outcome; the rest stay pending for the next
+# pass. A new row whose insert did nothing lost a race with another writer (same email, say):
+# it stays pending and is matched again in the next pass, whose statement sees that writer's
+# profile. Returns how many rows are left pending and how many this pass settled.
 _PASS = text(
     f"""
     WITH pending AS (
@@ -52,7 +55,13 @@ _PASS = text(
             CASE WHEN email IS NULL THEN 1
                  ELSE row_number() OVER (PARTITION BY lower(email) ORDER BY row_no) END AS oe,
             CASE WHEN phone IS NULL THEN 1
-                 ELSE row_number() OVER (PARTITION BY phone ORDER BY row_no) END AS op
+                 ELSE row_number() OVER (PARTITION BY phone ORDER BY row_no) END AS op,
+            coalesce(external_id IN (SELECT e.external_id FROM import_rows e
+                                     WHERE {_EARLIER} AND e.external_id IS NOT NULL), false)
+            OR coalesce(lower(email) IN (SELECT lower(e.email) FROM import_rows e
+                                         WHERE {_EARLIER} AND e.email IS NOT NULL), false)
+            OR coalesce(phone IN (SELECT e.phone FROM import_rows e
+                                  WHERE {_EARLIER} AND e.phone IS NOT NULL), false) AS blocked
         FROM import_rows WHERE {_CHUNK} AND status = 'pending'
     ), found AS MATERIALIZED (  -- each lookup once, not once per use
         SELECT pe.row_no, pe.external_id,
@@ -62,7 +71,7 @@ _PASS = text(
              WHERE p.workspace_id = :ws AND lower(p.email) = pe.email_key) AS by_email,
             (SELECT id FROM profiles p
              WHERE p.workspace_id = :ws AND p.phone = pe.phone) AS by_phone
-        FROM pending pe WHERE ox = 1 AND oe = 1 AND op = 1
+        FROM pending pe WHERE ox = 1 AND oe = 1 AND op = 1 AND NOT blocked
     ), matched AS (
         SELECT f.*, coalesce(by_ext, by_email, by_phone) AS pid,
             coalesce(by_email <> coalesce(by_ext, by_email), false)
@@ -119,7 +128,8 @@ _PASS = text(
                  ELSE 'the profile with this email/phone has another external_id (the value)' END
         FROM picked WHERE bad
     )
-    SELECT (SELECT count(*) FROM pending) - (SELECT count(*) FROM marked WHERE status <> 'pending')
+    SELECT (SELECT count(*) FROM pending) - done.n AS pending, done.n AS done
+    FROM (SELECT count(*) AS n FROM marked WHERE status <> 'pending') AS done
     """
 )
 
@@ -135,7 +145,9 @@ _GIVE_UP = text(
     """
 )
 _IMPORTED = "r.status IN ('created', 'updated', 'unchanged')"
+# `:late` (rows settled after waiting for the previous chunk), or every row when NULL.
 _STAGED = f"r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND {_IMPORTED}"
+_STAGED += " AND (CAST(:late AS int[]) IS NULL OR r.row_no = ANY(CAST(:late AS int[])))"
 CHANNELS = tuple(Channel(c.removesuffix("_consent")) for c in CONSENT_COLUMNS)
 # Consents and list membership straight from the staging table, through the one definition of
 # each (ingest.consents, ingest.lists); a later row of the file wins (n = row_no).
@@ -152,6 +164,7 @@ _CONSENTS = consent_statement(
 _MEMBERS = add_statement(
     f"SELECT r.profile_id FROM import_rows r WHERE {_STAGED}", "SELECT count(*) FROM joined"
 )
+_LATE = text(f"SELECT row_no FROM import_rows WHERE {_CHUNK} AND status = 'pending'")
 _COUNTS = text(f"SELECT status, count(*) FROM import_rows WHERE {_CHUNK} GROUP BY status")
 _CLEAR = text(f"DELETE FROM import_rows WHERE {_CHUNK}")
 _DROP_ROWS = text(
@@ -213,27 +226,56 @@ async def upsert_chunk(
     lo: int,
     hi: int,
     list_id: uuid.UUID | None,
+    earlier: Callable[[], Awaitable[None]] | None = None,
 ) -> ChunkCounts:
-    """Rows lo..hi of the job, already staged: into profiles, consents and the list."""
-    params = {"job": job_id, "ws": workspace_id, "lo": lo, "hi": hi}
-    with phase("profiles (match, insert, update)"):
-        for _ in range(MAX_PASSES):
-            if not (await session.execute(_PASS, params)).scalar_one():
-                break
-        else:
-            await session.execute(_GIVE_UP, params)
+    """Rows lo..hi of the job, already staged: into profiles, consents and the list.
+
+    With `earlier` (awaited until the previous chunk of the job has committed), rows sharing an
+    identifier with a row of an earlier chunk still staged wait for it, and so do the rows after
+    them with one of their identifiers: every row sees the profiles the rows above it made."""
+    params = {"job": job_id, "ws": workspace_id, "lo": lo, "hi": hi, "late": None}
     counts = ChunkCounts()
-    with phase("consents"):
-        counts.consents_changed = await apply_consent_statement(
-            session, _CONSENTS, workspace_id, {**params, "now": utcnow()}
-        )
-    if list_id is not None:
-        with phase("list members"):
-            joined = await session.execute(_MEMBERS, {**params, "list": list_id, "source": SOURCE})
-            counts.joined_list = joined.scalar_one()
+    passes = 0
+
+    async def settle(before: int, left: int) -> int:
+        """Passes until no row is left (or, with `before`, none settles); rows left."""
+        nonlocal passes
+        with phase("profiles (match, insert, update)"):
+            while left and passes < MAX_PASSES:
+                passes += 1
+                left, done = (await session.execute(_PASS, {**params, "before": before})).one()
+                if before and not done:
+                    break
+        return left
+
+    async def consents_and_list() -> None:
+        with phase("consents"):
+            counts.consents_changed += await apply_consent_statement(
+                session, _CONSENTS, workspace_id, {**params, "now": utcnow()}
+            )
+        if list_id is not None:
+            with phase("list members"):
+                joined = await session.execute(
+                    _MEMBERS, {**params, "list": list_id, "source": SOURCE}
+                )
+                counts.joined_list += joined.scalar_one()
+
+    left = await settle(lo if earlier is not None else 0, hi - lo + 1)
+    await consents_and_list()
+    if earlier is not None:
+        with phase("wait for the previous chunk"):
+            await earlier()
+        if left:
+            params["late"] = list((await session.execute(_LATE, params)).scalars())
+            left = await settle(0, left)
+            await consents_and_list()
+    if left:
+        await session.execute(_GIVE_UP, params)
     with phase("count and clear staging"):
         by_status = Counter(dict((await session.execute(_COUNTS, params)).all()))
         counts.created, counts.updated = by_status["created"], by_status["updated"]
         counts.unchanged, counts.failed = by_status["unchanged"], by_status["failed"]
         await session.execute(_CLEAR, params)
     return counts
+
+

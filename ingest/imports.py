@@ -41,7 +41,6 @@ from models.base import utcnow
 CHUNK_ROWS = 20_000
 # Chunks in the database at once, each on its own connection (see `_load_chunk`).
 CONNECTIONS = 2
-ANALYZE = os.environ.get("WAYMARK_IMPORT_ANALYZE", "1") == "1"
 # Smaller files are validated in this process: starting worker processes costs more.
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 log = structlog.get_logger(__name__)
@@ -153,6 +152,7 @@ async def _stream(engine, job, reader, counting, size, progress, workers) -> Imp
     loop = asyncio.get_running_loop()
     in_flight: deque[asyncio.Future] = deque()  # chunks being validated, in file order
     loads: deque[asyncio.Task] = deque()  # chunks in the database, in file order
+    checked: asyncio.Future | None = None  # the last chunk's property types are checked
     next_row = 2 + job.processed_rows
     try:
         while True:
@@ -171,7 +171,10 @@ async def _stream(engine, job, reader, counting, size, progress, workers) -> Imp
             if in_flight and len(loads) < CONNECTIONS:
                 chunk = await in_flight.popleft()
                 after = loads[-1] if loads else None
-                loads.append(asyncio.create_task(_load_chunk(engine, job, chunk, after)))
+                typed, checked = checked, loop.create_future()
+                loads.append(
+                    asyncio.create_task(_load_chunk(engine, job, chunk, after, typed, checked))
+                )
                 continue
             if not loads:
                 return job
@@ -223,57 +226,95 @@ class _Retry(Exception):
 
 
 async def _load_chunk(
-    engine: AsyncEngine, job: ImportJob, chunk, after: asyncio.Task | None
+    engine: AsyncEngine,
+    job: ImportJob,
+    chunk,
+    after: asyncio.Task | None,
+    typed: asyncio.Future | None,
+    checked: asyncio.Future,
 ) -> ImportJob:
-    """One chunk: staged (COPY), then in one transaction type-checked, upserted, counted."""
+    """One chunk: staged (COPY), its property types checked, then in one transaction upserted
+    and counted."""
+    # Staged in a transaction of its own (unlogged, rebuilt on a retry). No ANALYZE per chunk:
+    # it cost more than the chunk's upsert, and every join to the staging table goes through
+    # its primary key, so no plan turns quadratic whatever the statistics say.
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         with csv_upsert.phase("stage rows (COPY)"):
             await csv_upsert.stage_rows(conn, chunk.copy_data)
-        if ANALYZE:
-            with csv_upsert.phase("ANALYZE"):
-                await conn.execute(text("ANALYZE import_rows"))
+    # Property types are fixed chunk after chunk, in file order, each in a short transaction:
+    # a new property takes the type most rows of the first chunk holding it have, as it did
+    # when chunks were imported one by one (a resumed chunk finds the same definitions).
+    try:
+        if typed is not None:
+            await asyncio.wait([typed])
+        with csv_upsert.phase("property types"):
+            async with session_scope(engine) as session:
+                bad_rows, type_errors = await _check_types(session, job, chunk)
+    finally:
+        if not checked.done():
+            checked.set_result(None)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            return await _upsert_chunk(engine, job, chunk, after)
+            return await _upsert_chunk(engine, job, chunk, after, bad_rows, type_errors)
         except (_Retry, DBAPIError) as exc:
             sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
             if isinstance(exc, DBAPIError) and (
-                sqlstate not in _RETRY_SQLSTATES or after is None or attempt == MAX_ATTEMPTS
+                sqlstate not in _RETRY_SQLSTATES or attempt == MAX_ATTEMPTS
             ):
                 raise
-            log.info("import chunk retried", first_row=chunk.first_row, reason=sqlstate)
-            await asyncio.wait([after])  # then this chunk runs after the previous one
-            if after.cancelled() or after.exception() is not None:
-                raise RuntimeError("the previous chunk of the import failed") from exc
+            log.info(
+                "import chunk retried",
+                first_row=chunk.first_row,
+                reason=sqlstate,
+                detail=str(getattr(exc, "orig", "") or "previous chunk not committed")[:500],
+            )
+            if after is not None:
+                await asyncio.wait([after])  # then this chunk runs after the previous one
+                if after.cancelled() or after.exception() is not None:
+                    raise RuntimeError("the previous chunk of the import failed") from exc
     raise RuntimeError(f"the chunk at row {chunk.first_row} did not commit")
 
 
-async def _upsert_chunk(engine, job: ImportJob, chunk, after: asyncio.Task | None) -> ImportJob:
+async def _check_types(session: AsyncSession, job: ImportJob, chunk) -> tuple[set[int], list]:
+    """Rows whose property values have another type than the workspace's, and their errors."""
+    bad_rows: set[int] = set()
+    type_errors = []
+    for sample in type_variants(chunk.property_types):
+        for err in await check_property_types(session, job.workspace_id, sample):
+            kind = property_type(sample[err.field]).value
+            rows = chunk.property_types[err.field][kind][1]
+            bad_rows.update(rows)
+            type_errors += [(job.id, r, err.field, None, err.message) for r in rows]
+    return bad_rows, type_errors
+
+
+async def _upsert_chunk(
+    engine, job: ImportJob, chunk, after: asyncio.Task | None, bad_rows: set[int], type_errors
+) -> ImportJob:
     async with session_scope(engine) as session:
         await session.execute(_LOCK, {"job": str(job.id), "row": chunk.last_row})
-        with csv_upsert.phase("errors and property types"):
+        with csv_upsert.phase("row errors"):
             await csv_upsert.copy_errors(session, [(job.id, *e) for e in chunk.errors])
-            bad_rows: set[int] = set()
-            type_errors = []
-            for sample in type_variants(chunk.property_types):
-                for err in await check_property_types(session, job.workspace_id, sample):
-                    kind = property_type(sample[err.field]).value
-                    rows = chunk.property_types[err.field][kind][1]
-                    bad_rows.update(rows)
-                    type_errors += [(job.id, r, err.field, None, err.message) for r in rows]
             if bad_rows:
                 await csv_upsert.drop_rows(session, job.id, sorted(bad_rows))
                 await csv_upsert.copy_errors(session, type_errors)
-        counts = await csv_upsert.upsert_chunk(
-            session, job.workspace_id, job.id, chunk.first_row, chunk.last_row, job.list_id
-        )
-        if after is not None:
-            with csv_upsert.phase("wait for the previous chunk"):
-                await session.execute(_LOCK, {"job": str(job.id), "row": chunk.first_row - 1})
-                committed = (await session.execute(_COMMITTED, {"job": job.id})).scalar_one()
+
+        async def earlier() -> None:
+            await session.execute(_LOCK, {"job": str(job.id), "row": chunk.first_row - 1})
+            committed = (await session.execute(_COMMITTED, {"job": job.id})).scalar_one()
             if committed < chunk.first_row - 2:
                 raise _Retry
+
+        counts = await csv_upsert.upsert_chunk(
+            session,
+            job.workspace_id,
+            job.id,
+            chunk.first_row,
+            chunk.last_row,
+            job.list_id,
+            earlier if after is not None else None,
+        )
         await session.execute(
             _COUNTERS,
             {

@@ -18,13 +18,12 @@ stays one query per batch) and again before every step, with `since` = the journ
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     import uuid
@@ -250,7 +249,10 @@ class JourneyWorkflow:
             LoadFlowVersionInput(flow_id=self._in.flow_id, version=version),
             **DB,
         )
-        self._defn = d.parse_definition(loaded.definition)
+        try:
+            self._defn = d.parse_definition(loaded.definition)
+        except ValueError as exc:  # not a workflow-task retry loop: the journey fails visibly
+            raise ApplicationError(f"flow version {version} unreadable: {exc}", non_retryable=True)
         self._steps = d.step_map(self._defn)
         self._version, self._name = version, loaded.flow_name or self._defn.name
         if loaded.status == "paused":
@@ -304,14 +306,19 @@ class JourneyWorkflow:
         await workflow.execute_activity_method(
             JourneyActivities.end_journey,
             EndJourneyInput(
-                journey_id=self._in.journey_id, status=status, reason=reason, ended_at=workflow.now()
+                journey_id=self._in.journey_id,
+                status=status,
+                reason=reason,
+                ended_at=workflow.now(),
             ),
             **DB,
         )
         self._status, self._wake_at = status, None
         self._publish()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return JourneyResult(status=status, reason=reason, last_step=self._step, steps=self._steps_done)
+        return JourneyResult(
+            status=status, reason=reason, last_step=self._step, steps=self._steps_done
+        )
 
     def _publish(self) -> None:
         """Search attributes and the readable summary in the UI."""
@@ -346,7 +353,7 @@ class JourneyWorkflow:
         if remaining > 0:
             try:
                 await workflow.wait_condition(woken, timeout=timedelta(seconds=remaining))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return "timeout"
         if self._leaving():
             return "leave"
@@ -366,7 +373,12 @@ class JourneyWorkflow:
 
     async def _run_step(self, step: Any) -> _Done:
         handler = getattr(self, f"_step_{step.type}")
-        return await handler(step)
+        try:
+            return await handler(step)
+        except ActivityError as exc:  # a data step that failed after its retries: go on
+            if not hasattr(step, "next"):
+                raise
+            return _Done(next=step.next, outcome="failed", reason=str(exc.cause or exc)[:255])
 
     async def _delay_until(self, step: d.DelayStep, entered: datetime) -> datetime | str:
         if step.duration is not None:
@@ -410,7 +422,9 @@ class JourneyWorkflow:
 
     async def _step_trigger_split(self, step: d.TriggerSplit) -> _Done:
         event = self._in.trigger_event or {}
-        hit = bool(event) and event_passes(step.where, event.get("properties") or {}, event.get("value"))
+        hit = bool(event) and event_passes(
+            step.where, event.get("properties") or {}, event.get("value")
+        )
         return _Done(next=step.yes if hit else step.no)
 
     async def _step_multi_split(self, step: d.MultiSplit) -> _Done:

@@ -29,7 +29,6 @@ from temporalio.client import (
 from workflows.segment_refresh import RefreshSegmentsInput, SegmentRefreshWorkflow
 
 
-
 def segment_refresh_schedule_id(task_queue: str) -> str:
     return f"{task_queue}-segment-refresh"
 
@@ -73,9 +72,7 @@ async def ensure_schedules(
     """Every schedule Waymark runs. `settings.segment_refresh_minutes` (default 15) sets how
     often time-dependent segments are recomputed; every segment is recomputed once a day, a
     safety net for changes no incremental path saw (and it corrects member counts)."""
-    every = segment_refresh_every or timedelta(
-        minutes=settings.segment_refresh_minutes
-    )
+    every = segment_refresh_every or timedelta(minutes=settings.segment_refresh_minutes)
     await ensure_schedule(
         client,
         segment_refresh_schedule_id(settings.task_queue),

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Reader, SessionDep, SettingsDep, TemporalDep, Writer
 from api.errors import ApiError, not_found
-from api.routes.segments import _encode, _time_cursor
+from api.pagination import encode_cursor, time_cursor
 from core.tenancy import Principal
 from flows import hooks, service
 from flows.definition import FlowDefinition, flow_json_schema
@@ -211,7 +211,7 @@ async def list_flows(
     if status_:
         query = query.where(Flow.status == status_)
     if cursor:
-        query = query.where(tuple_(Flow.created_at, Flow.id) > tuple_(*_time_cursor(cursor)))
+        query = query.where(tuple_(Flow.created_at, Flow.id) > tuple_(*time_cursor(cursor)))
     rows = list(
         (await session.execute(query.order_by(Flow.created_at, Flow.id).limit(limit + 1))).scalars()
     )
@@ -219,7 +219,7 @@ async def list_flows(
     last = rows[-1] if more else None
     return FlowPage(
         data=[FlowSummary.model_validate(f, from_attributes=True) for f in rows],
-        next_cursor=_encode(last.created_at.isoformat(), last.id) if last else None,
+        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
     )
 
 

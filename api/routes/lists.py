@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 
@@ -14,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.deps import Reader, SessionDep, Writer
 from api.errors import ApiError, not_found
+from api.pagination import encode_cursor, id_cursor, time_cursor
 from ingest import lists as members
 from ingest.traits import normalize_email, normalize_phone
 from models import ListMember, ListMembershipChange, Profile, ProfileList
@@ -113,28 +113,6 @@ class ChangePage(BaseModel):
     next_cursor: str | None
 
 
-def _encode(*parts: object) -> str:
-    return base64.urlsafe_b64encode("|".join(str(p) for p in parts).encode()).decode()
-
-
-def _decode(cursor: str, n: int) -> list[str]:
-    try:
-        parts = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-    except ValueError:
-        parts = []
-    if len(parts) != n:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
-    return parts
-
-
-def _time_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    at, key = _decode(cursor, 2)
-    try:
-        return datetime.fromisoformat(at), uuid.UUID(key)
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
-
-
 def _member_count():
     return (
         select(func.count())
@@ -191,7 +169,7 @@ async def list_lists(
     )
     if cursor:
         query = query.where(
-            tuple_(ProfileList.created_at, ProfileList.id) > tuple_(*_time_cursor(cursor))
+            tuple_(ProfileList.created_at, ProfileList.id) > tuple_(*time_cursor(cursor))
         )
     rows = (
         await session.execute(
@@ -203,7 +181,7 @@ async def list_lists(
     last = rows[-1][0] if more else None
     return ListPage(
         data=[_public(lst, count) for lst, count in rows],
-        next_cursor=_encode(last.created_at.isoformat(), last.id) if last else None,
+        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
     )
 
 
@@ -318,7 +296,7 @@ async def list_members(
     )
     if cursor:
         query = query.where(
-            tuple_(ListMember.joined_at, ListMember.profile_id) > tuple_(*_time_cursor(cursor))
+            tuple_(ListMember.joined_at, ListMember.profile_id) > tuple_(*time_cursor(cursor))
         )
     query = query.order_by(ListMember.joined_at, ListMember.profile_id).limit(limit + 1)
     rows = (await session.execute(query)).all()
@@ -337,7 +315,7 @@ async def list_members(
     last = rows[-1][0] if more else None
     return MemberPage(
         data=data,
-        next_cursor=_encode(last.joined_at.isoformat(), last.profile_id) if last else None,
+        next_cursor=encode_cursor(last.joined_at.isoformat(), last.profile_id) if last else None,
     )
 
 
@@ -353,14 +331,11 @@ async def list_changes(
     await _get_list(session, principal.workspace_id, list_id)
     query = select(ListMembershipChange).where(ListMembershipChange.list_id == list_id)
     if cursor:
-        (after,) = _decode(cursor, 1)
-        if not after.isdigit():
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
-        query = query.where(ListMembershipChange.id > int(after))
+        query = query.where(ListMembershipChange.id > id_cursor(cursor))
     query = query.order_by(ListMembershipChange.id).limit(limit + 1)
     rows = list((await session.execute(query)).scalars())
     more, rows = len(rows) > limit, rows[:limit]
     return ChangePage(
         data=[Change.model_validate(c, from_attributes=True) for c in rows],
-        next_cursor=_encode(rows[-1].id) if more else None,
+        next_cursor=encode_cursor(rows[-1].id) if more else None,
     )

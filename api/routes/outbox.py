@@ -11,7 +11,6 @@ that shows the pushes (a shop serves a copy at its own origin: service workers a
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from sqlalchemy import and_, or_, select
 
 from api.deps import Reader, SessionDep
 from api.errors import ApiError
+from api.pagination import encode_cursor, time_cursor
 from models import Channel, LocalOutboxMessage
 
 router = APIRouter(tags=["outbox"])
@@ -55,14 +55,13 @@ class OutboxPage(BaseModel):
 
 
 def _cursor(row: LocalOutboxMessage) -> str:
-    return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
+    return encode_cursor(row.created_at.isoformat(), row.id)
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
-        created, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(row_id)
-    except ValueError:
+        return time_cursor(cursor)
+    except ApiError:  # this endpoint has always answered `bad_cursor`
         raise ApiError(400, "bad_cursor", "cursor is not one this endpoint returned") from None
 
 

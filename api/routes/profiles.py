@@ -6,9 +6,6 @@ exactly as one that does not exist.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -22,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import EngineDep, Reader, SessionDep, TemporalDep, Writer
 from api.errors import ApiError, not_found
+from api.pagination import encode_cursor, time_cursor
 from ingest import erasure
 from ingest.consents import ConsentUpdate, apply_consents
 from ingest.export import export_profile
@@ -213,17 +211,14 @@ async def create_profile(
 
 
 def _encode_cursor(profile: Profile) -> str:
-    raw = json.dumps([profile.created_at.isoformat(), str(profile.id)])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return encode_cursor(profile.created_at.isoformat(), profile.id)
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, profile_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), uuid.UUID(profile_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise _invalid("query.cursor", "not a cursor this API returned") from exc
+        return time_cursor(cursor)
+    except ApiError:  # this listing answers a bad cursor as a 422 on query.cursor
+        raise _invalid("query.cursor", "not a cursor this API returned") from None
 
 
 def _aware(moment: datetime) -> datetime:

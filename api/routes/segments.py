@@ -8,7 +8,6 @@ detail located at `body.definition.<path>`.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Reader, SessionDep, Writer
 from api.errors import ApiError, not_found
+from api.pagination import encode_cursor, id_cursor, time_cursor
 from models import Profile, Segment, SegmentMember, SegmentMembershipChange
 from segments import (
     Condition,
@@ -125,28 +125,6 @@ class Refreshed(BaseModel):
     entered: int
     exited: int
     member_count: int
-
-
-def _encode(*parts: object) -> str:
-    return base64.urlsafe_b64encode("|".join(str(p) for p in parts).encode()).decode()
-
-
-def _decode(cursor: str, n: int) -> list[str]:
-    try:
-        parts = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-    except ValueError:
-        parts = []
-    if len(parts) != n:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
-    return parts
-
-
-def _time_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    at, key = _decode(cursor, 2)
-    try:
-        return datetime.fromisoformat(at), uuid.UUID(key)
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
 
 
 def _loc(path: str) -> str:
@@ -259,14 +237,14 @@ async def list_segments(
 ) -> SegmentPage:
     query = select(Segment).where(Segment.workspace_id == principal.workspace_id)
     if cursor:
-        query = query.where(tuple_(Segment.created_at, Segment.id) > tuple_(*_time_cursor(cursor)))
+        query = query.where(tuple_(Segment.created_at, Segment.id) > tuple_(*time_cursor(cursor)))
     query = query.order_by(Segment.created_at, Segment.id).limit(limit + 1)
     rows = list((await session.execute(query)).scalars())
     more, rows = len(rows) > limit, rows[:limit]
     last = rows[-1] if more else None
     return SegmentPage(
         data=[_public(s) for s in rows],
-        next_cursor=_encode(last.created_at.isoformat(), last.id) if last else None,
+        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
     )
 
 
@@ -354,7 +332,7 @@ async def list_members(
     if cursor:
         query = query.where(
             tuple_(SegmentMember.entered_at, SegmentMember.profile_id)
-            > tuple_(*_time_cursor(cursor))
+            > tuple_(*time_cursor(cursor))
         )
     query = query.order_by(SegmentMember.entered_at, SegmentMember.profile_id).limit(limit + 1)
     rows = (await session.execute(query)).all()
@@ -363,7 +341,7 @@ async def list_members(
     last = data[-1] if more else None
     return MemberPage(
         data=data,
-        next_cursor=_encode(last.entered_at.isoformat(), last.profile_id) if last else None,
+        next_cursor=encode_cursor(last.entered_at.isoformat(), last.profile_id) if last else None,
     )
 
 
@@ -387,10 +365,7 @@ async def list_changes(
             since = since.replace(tzinfo=UTC)
         query = query.where(SegmentMembershipChange.occurred_at >= since)
     if cursor:
-        (after,) = _decode(cursor, 1)
-        if not after.isdigit():
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
-        query = query.where(SegmentMembershipChange.id > int(after))
+        query = query.where(SegmentMembershipChange.id > id_cursor(cursor))
     rows = list(
         (
             await session.execute(query.order_by(SegmentMembershipChange.id).limit(limit + 1))
@@ -399,7 +374,7 @@ async def list_changes(
     more, rows = len(rows) > limit, rows[:limit]
     return ChangePage(
         data=[Change.model_validate(c, from_attributes=True) for c in rows],
-        next_cursor=_encode(rows[-1].id) if more else None,
+        next_cursor=encode_cursor(rows[-1].id) if more else None,
     )
 
 

@@ -7,9 +7,6 @@ address finds its suppression.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 
 from fastapi import APIRouter, Query, Response, status
@@ -18,6 +15,7 @@ from sqlalchemy import select, tuple_
 
 from api.deps import Reader, SessionDep, Writer
 from api.errors import ApiError, not_found
+from api.pagination import decode_cursor, encode_cursor
 from ingest import suppressions
 from ingest.traits import normalize_email, normalize_phone
 from models import Channel, Suppression
@@ -67,15 +65,14 @@ def normalize_address(channel: Channel, address: str, loc: str) -> str:
 
 
 def _encode_cursor(row: Suppression) -> str:
-    raw = json.dumps([row.channel, row.address]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor(row.channel, row.address)
 
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
     try:
-        channel, address = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return str(channel), str(address)
-    except (binascii.Error, ValueError, TypeError):
+        channel, address = decode_cursor(cursor, 2)
+        return channel, address
+    except ApiError:  # this listing answers a bad cursor as a 422 on query.cursor
         message = "not a cursor this API returned"
         raise ApiError(
             422,

@@ -6,7 +6,6 @@ items, an order): a missing name answers 422 `template_error` with the part, lin
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Any
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Reader, SessionDep, Writer
 from api.errors import ApiError, not_found
+from api.pagination import encode_cursor, time_cursor
 from channels import render
 from channels.templates import get_template, validate
 from models import Channel, Profile, Template, Workspace
@@ -119,18 +119,6 @@ async def _get(session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid
     return template
 
 
-def _cursor(created_at: datetime, template_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{template_id}".encode()).decode()
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, key = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(at), uuid.UUID(key)
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
-
-
 @router.post("", response_model=TemplatePublic, status_code=status.HTTP_201_CREATED)
 async def create_template(
     body: TemplateCreate, principal: Writer, session: SessionDep
@@ -158,9 +146,7 @@ async def list_templates(
     if channel is not None:
         query = query.where(Template.channel == channel)
     if cursor:
-        query = query.where(
-            tuple_(Template.created_at, Template.id) > tuple_(*_parse_cursor(cursor))
-        )
+        query = query.where(tuple_(Template.created_at, Template.id) > tuple_(*time_cursor(cursor)))
     rows = list(
         await session.scalars(query.order_by(Template.created_at, Template.id).limit(limit + 1))
     )
@@ -168,7 +154,7 @@ async def list_templates(
     last = rows[-1] if more else None
     return TemplatePage(
         data=[_public(t) for t in rows],
-        next_cursor=_cursor(last.created_at, last.id) if last else None,
+        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
     )
 
 

@@ -7,17 +7,18 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.journeys import webhook_secret
 from channels.settings import ChannelSettings, save_channel_settings
@@ -30,6 +31,7 @@ from models.templates import Template
 from worker import build_worker
 from workflows.journey import ExitInput, JourneyWorkflow, StartJourneyInput
 
+HISTORIES = Path(__file__).parent / "histories"
 HTML = "<html><body><p>Hi {{ profile.first_name }}, your cart is waiting.</p></body></html>"
 
 
@@ -89,7 +91,9 @@ async def customer(engine, ws, **properties) -> uuid.UUID:
     async with session_scope(engine) as session:
         session.add(profile)
         await session.flush()
-        update = ConsentUpdate(profile.id, Channel.email, ConsentState.subscribed, ConsentSource.api)
+        update = ConsentUpdate(
+            profile.id, Channel.email, ConsentState.subscribed, ConsentSource.api
+        )
         await apply_consents(session, ws.id, [update])
     return profile.id
 
@@ -121,8 +125,14 @@ async def start(client, task_queue, ws, flow_id, profile_id, *, event=None) -> W
     jid = uuid.uuid4()
     return await client.start_workflow(
         JourneyWorkflow.run,
-        StartJourneyInput(workspace_id=ws.id, flow_id=flow_id, version=1, profile_id=profile_id,
-                          journey_id=jid, trigger_event=event),  # fmt: skip
+        StartJourneyInput(
+            workspace_id=ws.id,
+            flow_id=flow_id,
+            version=1,
+            profile_id=profile_id,
+            journey_id=jid,
+            trigger_event=event,
+        ),  # fmt: skip
         id=f"journey-test-{jid}",
         task_queue=task_queue,
     )
@@ -154,7 +164,24 @@ def ts_settings(database_url: str) -> Settings:
 
 @pytest.fixture
 async def ts_client(time_skipping_env: WorkflowEnvironment) -> Client:
-    return time_skipping_env.client
+    """The time-skipping server's client, with Waymark's search attributes registered (the
+    test server does not take them at start, unlike the dev server)."""
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+    from temporalio.service import RPCError
+
+    from workflows import search_attributes
+
+    client = time_skipping_env.client
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=client.namespace,
+                search_attributes={k.name: k.indexed_value_type for k in search_attributes.ALL},
+            )
+        )
+    except RPCError:  # already registered by an earlier test
+        pass
+    return client
 
 
 @pytest.fixture
@@ -208,13 +235,19 @@ async def test_email_goes_out_after_the_delay_and_an_exit_leaves_at_once(
         )  # fmt: skip
     assert times["mail"] - times["wait"] >= timedelta(hours=4)
     exited = await journey_row(engine, uuid.UUID((await leaving.describe()).id[13:]))
-    assert (exited.status, exited.end_reason, exited.current_step) == ("exited", "order_placed", "wait")
+    assert (exited.status, exited.end_reason, exited.current_step) == (
+        "exited",
+        "order_placed",
+        "wait",
+    )
     assert await steps_of(engine, exited.id) == [("wait", "entered", None)]
 
 
 async def _email(engine, profile_id) -> str:
     async with session_scope(engine) as session:
-        return (await session.execute(select(Profile.email).where(Profile.id == profile_id))).scalar_one()
+        return (
+            await session.execute(select(Profile.email).where(Profile.id == profile_id))
+        ).scalar_one()
 
 
 async def test_splits_pick_the_right_branch(engine, workspaces, ts_client, ts_worker, task_queue):
@@ -222,7 +255,7 @@ async def test_splits_pick_the_right_branch(engine, workspaces, ts_client, ts_wo
     tag = lambda sid, t: {"type": "tag", "id": sid, "tag": t, "next": None}  # noqa: E731
     steps = [
         {"type": "condition_split", "id": "vip", "yes": "big",
-         "condition": {"property": "tier", "op": "eq", "value": "gold"}, "no": "big"},
+         "condition": {"type": "property", "property": "tier", "op": "eq", "value": "gold"}, "no": "big"},
         {"type": "trigger_split", "id": "big", "where": [{"property": "$value", "op": "gt", "value": 100}],
          "yes": "ab", "no": "t-small"},
         {"type": "random_split", "id": "ab", "branches": [{"weight": 50, "next": "t-a"},
@@ -231,7 +264,14 @@ async def test_splits_pick_the_right_branch(engine, workspaces, ts_client, ts_wo
     ]  # fmt: skip
     flow_id = await store_flow(engine, ws.id, definition(steps))
     big, small = await customer(engine, ws, tier="gold"), await customer(engine, ws)
-    first = await start(ts_client, task_queue, ws, flow_id, big, event={"metric": "Started Checkout", "value": 150.0, "properties": {}})
+    first = await start(
+        ts_client,
+        task_queue,
+        ws,
+        flow_id,
+        big,
+        event={"metric": "Started Checkout", "value": 150.0, "properties": {}},
+    )
     second = await start(ts_client, task_queue, ws, flow_id, small, event={"metric": "Started Checkout", "value": 20.0, "properties": {}})  # fmt: skip
     assert (await first.result()).status == (await second.result()).status == "completed"
     async with session_scope(engine) as session:
@@ -240,13 +280,20 @@ async def test_splits_pick_the_right_branch(engine, workspaces, ts_client, ts_wo
     assert tags[big] in (["a"], ["b"])
     ids = {h: uuid.UUID((await h.describe()).id[13:]) for h in (first, second)}
     assert [s[0] for s in await steps_of(engine, ids[first]) if s[1] == "entered"] == [
-        "vip", "big", "ab", f"t-{tags[big][0]}"
+        "vip",
+        "big",
+        "ab",
+        f"t-{tags[big][0]}",
     ]
     # Random split is deterministic in replay: the recorded history replays to the same branch.
     from temporalio.worker import Replayer
 
     history = await first.fetch_history()
-    await Replayer(workflows=[JourneyWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
+    if os.environ.get("WM_RECORD_HISTORIES"):  # refresh tests/flows/histories (docs/VERSIONING.md)
+        HISTORIES.joinpath("journey_splits.json").write_text(history.to_json())
+    await Replayer(
+        workflows=[JourneyWorkflow], data_converter=pydantic_data_converter
+    ).replay_workflow(history)
 
 
 async def test_wait_for_event_has_two_exits(engine, workspaces, ts_client, ts_worker, task_queue):
@@ -266,7 +313,9 @@ async def test_wait_for_event_has_two_exits(engine, workspaces, ts_client, ts_wo
     await waiting.signal(JourneyWorkflow.event_received, EventReceivedInput(metric="Viewed Page"))
     await waiting.signal(JourneyWorkflow.event_received, EventReceivedInput(metric="Placed Order"))
     assert (await waiting.result()).status == "completed"
-    assert (await (await start(ts_client, task_queue, ws, flow_id, idle)).result()).status == "completed"
+    assert (
+        await (await start(ts_client, task_queue, ws, flow_id, idle)).result()
+    ).status == "completed"
     async with session_scope(engine) as session:
         tags = dict((await session.execute(select(Profile.id, Profile.properties["tags"]))).all())
     assert tags == {buyer: ["bought"], idle: ["timed-out"]}
@@ -291,10 +340,19 @@ async def test_update_profile_and_list_steps_change_data(
     ]  # fmt: skip
     flow_id = await store_flow(engine, ws.id, definition(steps))
     pid = await customer(engine, ws, visits=1, old="x")
-    assert (await (await start(ts_client, task_queue, ws, flow_id, pid)).result()).status == "completed"
+    assert (
+        await (await start(ts_client, task_queue, ws, flow_id, pid)).result()
+    ).status == "completed"
     async with session_scope(engine) as session:
-        props = (await session.execute(select(Profile.properties).where(Profile.id == pid))).scalar_one()
-        member = (await session.execute(text("SELECT count(*) FROM list_members WHERE list_id = :l AND profile_id = :p"), {"l": list_id, "p": pid})).scalar_one()
+        props = (
+            await session.execute(select(Profile.properties).where(Profile.id == pid))
+        ).scalar_one()
+        member = (
+            await session.execute(
+                text("SELECT count(*) FROM list_members WHERE list_id = :l AND profile_id = :p"),
+                {"l": list_id, "p": pid},
+            )
+        ).scalar_one()
         consent = (await session.execute(text("SELECT state FROM consents WHERE profile_id = :p"), {"p": pid})).scalar_one()  # fmt: skip
     assert props["stage"] == "cart" and props["visits"] == 3 and "old" not in props
     assert "last_cart_at" in props
@@ -341,7 +399,9 @@ async def test_webhook_is_signed_and_failures_continue_or_stop(
     assert json.loads(body) == {"hello": "shop"}
     t, v1 = (p.split("=", 1)[1] for p in headers["X-Waymark-Signature"].split(","))
     secret = webhook_secret(ts_settings.secret_key, ws.id)
-    assert hmac.compare_digest(v1, hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest())
+    assert hmac.compare_digest(
+        v1, hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    )
 
     state["status"] = 503
     received.clear()
@@ -366,7 +426,11 @@ async def test_worker_restart_mid_journey_resumes_without_a_second_send(
     ws, template_id = await shop(engine, workspaces)
     flow_id = await store_flow(engine, ws.id, cart_flow(template_id))
     pid = await customer(engine, ws)
-    async with build_worker(ts_client, ts_settings, engine, task_queue=task_queue):
+    # No workflow cache on the first worker: its history is not pinned to a sticky queue that
+    # nobody polls once it is gone (as when a worker process is killed and another takes over).
+    async with build_worker(
+        ts_client, ts_settings, engine, task_queue=task_queue, max_cached_workflows=0
+    ):
         handle = await start(ts_client, task_queue, ws, flow_id, pid)
         await until(at_step(handle, "wait"))
     # The first worker is gone; a new one picks the journey up in its delay.
@@ -381,7 +445,7 @@ async def test_a_filter_that_fails_removes_the_customer(
     ws, _ = await shop(engine, workspaces)
     steps = [{"type": "tag", "id": "t", "tag": "x", "next": None}]
     flow_id = await store_flow(engine, ws.id, definition(
-        steps, filter={"property": "tier", "op": "eq", "value": "gold"}))  # fmt: skip
+        steps, filter={"type": "property", "property": "tier", "op": "eq", "value": "gold"}))  # fmt: skip
     pid = await customer(engine, ws, tier="silver")
     handle = await start(ts_client, task_queue, ws, flow_id, pid)
     result = await handle.result()
