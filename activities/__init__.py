@@ -11,6 +11,7 @@ from activities.channels import SendActivities
 from activities.imports import ImportActivities
 from activities.journeys import JourneyActivities
 from activities.segments import SegmentActivities
+from campaigns.activities import CampaignActivities
 
 if TYPE_CHECKING:  # core.settings imports the workflows package, which imports activities
     from core.settings import Settings
@@ -29,4 +30,5 @@ def build_activities(engine: AsyncEngine, settings: Settings) -> list[Callable]:
         channels.send_message,
         channels.send_messages,
         *JourneyActivities(engine, settings).all(),
+        *CampaignActivities(engine, settings).all(),
     ]

@@ -456,7 +456,7 @@ class JourneyActivities:
         except httpx.HTTPError as exc:
             raise ApplicationError(
                 f"webhook {url}: {type(exc).__name__}: {exc}", type="WebhookError"
-            )
+            ) from exc
         if not 200 <= response.status_code < 300:
             raise ApplicationError(
                 f"webhook {url} answered {response.status_code}",

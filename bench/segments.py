@@ -334,11 +334,14 @@ async def measure(
                 materialize = time.perf_counter() - start
             single = []
             async with session_factory(engine)() as session:
+                # Untimed first call: evaluate_profile builds and compiles the statement once per
+                # condition (cached); what is measured is the repeated evaluation.
+                await evaluate_profile(session, ws, condition, ids[0], now=now)
                 for pid in rnd.sample(ids, min(samples, len(ids))):
                     start = time.perf_counter()
                     await evaluate_profile(session, ws, condition, pid, now=now)
                     single.append(time.perf_counter() - start)
-            build = []  # the Python side of one evaluation: build the query and compile it
+            build = []  # building and compiling the query (evaluate_profile does it once, cached)
             for pid in ids[:200]:
                 start = time.perf_counter()
                 members_query(ws, condition, now=now, profile_ids=[pid]).compile(dialect=dialect)

@@ -216,6 +216,12 @@ _COUNTERS = text(
 # need each other's rows (the same new email, say) the deadlock detector ends one of them,
 # and that chunk is done again once the previous one has committed.
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtext(CAST(:job AS text)), CAST(:row AS int))")
+# The staging table is filled and emptied chunk by chunk, and the planner only knows the row
+# numbers of the rows it sampled: without fresh statistics it takes the chunk for a row or two
+# and joins it to itself in a nested loop (quadratic: minutes per chunk). A small sample of the
+# few columns the plans filter on is enough, and costs a few milliseconds.
+_ANALYZE_SAMPLE = text("SET LOCAL default_statistics_target = 10")
+_ANALYZE = text("ANALYZE import_rows (job_id, row_no, status)")
 _COMMITTED = text("SELECT processed_rows FROM import_jobs WHERE id = :job")
 _RETRY_SQLSTATES = frozenset({"40P01", "40001", "23505"})  # deadlock, serialization, unique
 MAX_ATTEMPTS = 10
@@ -235,13 +241,15 @@ async def _load_chunk(
 ) -> ImportJob:
     """One chunk: staged (COPY), its property types checked, then in one transaction upserted
     and counted."""
-    # Staged in a transaction of its own (unlogged, rebuilt on a retry). No ANALYZE per chunk:
-    # it cost more than the chunk's upsert, and every join to the staging table goes through
-    # its primary key, so no plan turns quadratic whatever the statistics say.
+    # Staged in a transaction of its own (unlogged, rebuilt on a retry).
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         with csv_upsert.phase("stage rows (COPY)"):
             await csv_upsert.stage_rows(conn, chunk.copy_data)
+    with csv_upsert.phase("ANALYZE staging"):
+        async with engine.begin() as conn:
+            await conn.execute(_ANALYZE_SAMPLE)
+            await conn.execute(_ANALYZE)
     # Property types are fixed chunk after chunk, in file order, each in a short transaction:
     # a new property takes the type most rows of the first chunk holding it have, as it did
     # when chunks were imported one by one (a resumed chunk finds the same definitions).

@@ -5,6 +5,8 @@ Importing this package registers every table on `SQLModel.metadata` (Alembic's t
 
 from sqlmodel import SQLModel
 
+from models.campaign_recipients import CampaignRecipient, RecipientStatus  # noqa: F401
+from models.campaigns import Campaign, CampaignMessage, CampaignPath  # noqa: F401
 from models.channels import ChannelCredential, LocalOutboxMessage, VapidKey
 from models.event import Event, EventOutbox, Metric, ProcessedCall
 from models.flows import Flow, FlowStatus, FlowStatusChange, FlowVersion

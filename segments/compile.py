@@ -24,7 +24,9 @@ Meaning of the leaves compiled here (the same in `segments.reference`):
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -37,6 +39,7 @@ from sqlalchemy import (
     Text,
     and_,
     any_,
+    bindparam,
     cast,
     column,
     exists,
@@ -55,7 +58,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from models import Consent, ConsentChange, ListMember, Profile, Suppression, Workspace
 from segments import compile_behaviour as behaviour
-from segments.compile_property import JsonValue, column_compare
+from segments.compile_property import JsonValue, column_compare, shift
 from segments.conditions import (
     AllOf,
     AnyOf,
@@ -71,6 +74,7 @@ from segments.conditions import (
     RandomSample,
     SegmentMembership,
     SmsKeyword,
+    dump_condition,
 )
 from segments.validate import RESERVED_TYPES, ConditionError, ConditionInvalid, static_errors
 
@@ -89,22 +93,43 @@ SEGMENT_MEMBERS = table(
 EARTH_KM = 6371.0088
 
 
+NOW_PARAM, SINCE_PARAM, IDS_PARAM = "segment_now", "segment_since", "segment_profile_ids"
+TS = DateTime(timezone=True)
+
+
 class Context:
-    """What one compilation needs: parameters, and the aggregates to join to profiles."""
+    """What one compilation needs: parameters, and the aggregates to join to profiles.
+
+    `now`, `since` and the profile ids are named bind parameters (`NOW_PARAM`, ...) carrying the
+    values given, so a compiled statement can be re-executed with other values."""
 
     def __init__(self, workspace_id, now, since, profile_ids) -> None:
         self.workspace_id = workspace_id
-        self.now = now
-        self.since = since
+        self.now = bindparam(NOW_PARAM, now, type_=TS)
+        self.since_value = since
+        self.since = bindparam(SINCE_PARAM, since, type_=TS)
         self.profile_ids = None if profile_ids is None else list(profile_ids)
+        self._ids = bindparam(IDS_PARAM, self.profile_ids, type_=ARRAY(UUID(as_uuid=True)))
         self.joins: list = []
         self.path = ""
+        self.in_or = False  # inside an `any`: EXISTS leaves compile to joined id sets
+        self.narrowed = False  # a conjunct of an `all` (not under an `any`) with siblings
+        self.subscribed: frozenset[str] = frozenset()  # channels known subscribed (AND siblings)
 
     def ids_param(self) -> ColumnElement:
-        return any_(literal(self.profile_ids, ARRAY(UUID(as_uuid=True))))
+        return any_(self._ids)
 
-    def require_since(self) -> datetime:
-        if self.since is None:
+    def join_ids(self, ids: Select) -> ColumnElement:
+        """TRUE for the profiles among `ids` (a SELECT of profile_id), LEFT JOINed to profiles."""
+        sub = ids.group_by(ids.selected_columns[0]).subquery(f"ids{len(self.joins)}")
+        self.joins.append(sub)
+        return sub.c.profile_id.is_not(None)
+
+    def ago(self, delta: timedelta) -> ColumnElement:
+        return shift(self.now, -delta)
+
+    def require_since(self) -> ColumnElement:
+        if self.since_value is None:
             raise ConditionInvalid(
                 [ConditionError(self.path, "'since_flow_start' needs the flow's start time")]
             )
@@ -141,6 +166,10 @@ def members_query(
     return query.where(where)
 
 
+_PROFILE_QUERIES: OrderedDict[tuple, Select] = OrderedDict()
+PROFILE_QUERIES_MAX = 512
+
+
 async def evaluate_profile(
     session: AsyncSession,
     workspace_id: uuid.UUID,
@@ -150,16 +179,49 @@ async def evaluate_profile(
     now: datetime,
     since: datetime | None = None,
 ) -> bool:
-    """Whether one profile matches: `members_query` restricted to it."""
-    query = members_query(workspace_id, condition, now=now, since=since, profile_ids=[profile_id])
-    return (await session.execute(query)).first() is not None
+    """Whether one profile matches: `members_query` restricted to it.
+
+    The statement is built once per (workspace, condition, whether `since` is given) and kept
+    in an LRU; later calls only bind `now`, `since` and the profile id (SQLAlchemy's compiled
+    cache then skips compiling too)."""
+    key = (workspace_id, json.dumps(dump_condition(condition), sort_keys=True), since is None)
+    query = _PROFILE_QUERIES.get(key)
+    if query is None:
+        query = members_query(
+            workspace_id, condition, now=now, since=since, profile_ids=[profile_id]
+        )
+        _PROFILE_QUERIES[key] = query
+        if len(_PROFILE_QUERIES) > PROFILE_QUERIES_MAX:
+            _PROFILE_QUERIES.popitem(last=False)
+    else:
+        _PROFILE_QUERIES.move_to_end(key)
+    params = {NOW_PARAM: now, IDS_PARAM: [profile_id]}
+    if since is not None:
+        params[SINCE_PARAM] = since
+    return (await session.execute(query, params)).first() is not None
 
 
 def _node(node: Condition, ctx: Context, path: str) -> ColumnElement:
     if isinstance(node, AllOf):
-        return and_(*[_node(c, ctx, _at(path, f"all[{i}]")) for i, c in enumerate(node.all)])
+        # A consent leaf checked in this `all` holds for its siblings: they need not repeat its
+        # "consent row is subscribed" test (the whole `all` is false when it does not hold).
+        providers: dict[str, int] = {}
+        for i, c in enumerate(node.all):
+            if isinstance(c, ConsentCondition) and c.op in SUBSCRIBED_OPS:
+                providers.setdefault(str(c.channel), i)
+        outer, narrowed, parts = ctx.subscribed, ctx.narrowed, []
+        ctx.narrowed = narrowed or (len(node.all) > 1 and not ctx.in_or)
+        for i, c in enumerate(node.all):
+            ctx.subscribed = outer | {ch for ch, j in providers.items() if j != i}
+            parts.append(_node(c, ctx, _at(path, f"all[{i}]")))
+        ctx.subscribed, ctx.narrowed = outer, narrowed
+        return and_(*parts)
     if isinstance(node, AnyOf):
-        return or_(*[_node(c, ctx, _at(path, f"any[{i}]")) for i, c in enumerate(node.any)])
+        outer, narrowed = ctx.in_or, ctx.narrowed
+        ctx.in_or, ctx.narrowed = True, False
+        parts = [_node(c, ctx, _at(path, f"any[{i}]")) for i, c in enumerate(node.any)]
+        ctx.in_or, ctx.narrowed = outer, narrowed
+        return or_(*parts)
     if isinstance(node, NotOf):
         return not_(_node(node.not_, ctx, _at(path, "not")))
     ctx.path = _at(path, "timeframe")
@@ -213,25 +275,35 @@ def _address(channel: str) -> ColumnElement | None:
     return {"email": func.lower(P.c.email), "sms": P.c.phone, "whatsapp": P.c.phone}.get(channel)
 
 
+SUBSCRIBED_OPS = ("can_receive", "subscribed_within")
+
+
 def _consent(node: ConsentCondition, ctx: Context) -> ColumnElement:
     channel = literal(str(node.channel), String)
-    subscribed = exists(
-        select(literal(1)).where(
-            CONSENTS.c.profile_id == P.c.id,
-            CONSENTS.c.channel == channel,
-            CONSENTS.c.state == "subscribed",
-        )
-    )
-    if node.op == "subscribed_within":
-        since = ctx.now - timedelta(days=node.days)
-        recently = exists(
+    if str(node.channel) in ctx.subscribed:
+        subscribed = true()  # a sibling in an enclosing `all` checks it
+    else:
+        subscribed = exists(
             select(literal(1)).where(
-                CHANGES.c.profile_id == P.c.id,
-                CHANGES.c.channel == channel,
-                CHANGES.c.state == "subscribed",
-                CHANGES.c.occurred_at > literal(since, DateTime(timezone=True)),
+                CONSENTS.c.profile_id == P.c.id,
+                CONSENTS.c.channel == channel,
+                CONSENTS.c.state == "subscribed",
             )
         )
+    if node.op == "subscribed_within":
+        filters = [
+            CHANGES.c.channel == channel,
+            CHANGES.c.state == "subscribed",
+            CHANGES.c.occurred_at > ctx.ago(timedelta(days=node.days)),
+        ]
+        if ctx.in_or and ctx.profile_ids is None:  # see compile_behaviour.did
+            recently = ctx.join_ids(
+                select(CHANGES.c.profile_id).where(
+                    CHANGES.c.workspace_id == ctx.workspace_id, *filters
+                )
+            )
+        else:
+            recently = exists(select(literal(1)).where(CHANGES.c.profile_id == P.c.id, *filters))
         return and_(subscribed, recently)
     address = _address(str(node.channel))
     can = subscribed

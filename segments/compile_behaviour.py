@@ -18,8 +18,13 @@ Meaning (the same in `segments.reference`):
 SQL shapes (index-friendly): "did / did not" compile to correlated EXISTS / NOT EXISTS on
 (workspace_id, profile_id, metric, occurred_at) — PostgreSQL runs them as hash semi/anti joins
 over (workspace_id, metric, occurred_at) for a whole workspace and as index probes for one
-profile. Counts other than 0/1 and sums compile to one `GROUP BY profile_id` over the metric's
-events, LEFT JOINed to profiles; the profile restriction is pushed into it.
+profile; under an `any` of a set query (where EXISTS cannot become a join) they are a GROUP BY
+profile_id LEFT JOINed to profiles. Counts up to CORRELATED_MAX compile to EXISTS over the
+profile's events with OFFSET n-1 LIMIT 1 (stops at the n-th event) when evaluating given
+profiles, or when sibling conditions of an `all` narrow the profiles first; other counts and
+sums compile to one `GROUP BY profile_id` over the metric's events, LEFT JOINed to profiles.
+The profile restriction is pushed into every subquery. Times relative to `now` are
+`now ± interval` on the bound `now`, so a compiled statement can be reused with another `now`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ P = Profile.__table__
 UNITS = {"minutes": "minutes", "hours": "hours", "days": "days"}
 
 
+CORRELATED_MAX = 10  # counts up to this compile to a correlated, limited scan per profile
+
+
 def _ts(value) -> ColumnElement:
     return literal(value, DateTime(timezone=True))
 
@@ -55,7 +63,7 @@ def _ts(value) -> ColumnElement:
 def timeframe_filters(tf: Timeframe, ctx) -> list[ColumnElement]:
     at = E.c.occurred_at
     if tf.kind == "in_last":
-        return [at > _ts(ctx.now - timedelta(**{UNITS[tf.unit]: tf.amount}))]
+        return [at > ctx.ago(timedelta(**{UNITS[tf.unit]: tf.amount}))]
     if tf.kind == "between":
         return [at >= _ts(tf.start), at < _ts(tf.end)]
     if tf.kind == "before":
@@ -63,7 +71,7 @@ def timeframe_filters(tf: Timeframe, ctx) -> list[ColumnElement]:
     if tf.kind == "after":
         return [at > _ts(tf.at)]
     if tf.kind == "since_flow_start":
-        return [at >= _ts(ctx.require_since())]
+        return [at >= ctx.require_since()]
     return []
 
 
@@ -91,8 +99,27 @@ def _events(ctx, metric: str, extra: list[ColumnElement]) -> list[ColumnElement]
 
 
 def did(ctx, metric: str, extra: list[ColumnElement]) -> ColumnElement:
-    """EXISTS an event of `metric` for the outer profile passing `extra`."""
+    """EXISTS an event of `metric` for the outer profile passing `extra`.
+
+    Under an `any` of a set query, PostgreSQL cannot turn EXISTS into a semi join and would
+    probe per profile: there the distinct profile ids are computed once and LEFT JOINed (a hash
+    join at any size, unlike `IN (...)`, which degrades to a rescan per profile when its hash
+    would not fit in work_mem)."""
+    if ctx.in_or and ctx.profile_ids is None:
+        return ctx.join_ids(select(E.c.profile_id).where(*_events(ctx, metric, extra)))
     return exists(select(literal(1)).where(E.c.profile_id == P.c.id, *_events(ctx, metric, extra)))
+
+
+def _at_least(ctx, metric: str, extra: list[ColumnElement], n: int) -> ColumnElement:
+    """At least n (>= 1) events, correlated: stops at the n-th event of the profile."""
+    rows = select(literal(1)).where(E.c.profile_id == P.c.id, *_events(ctx, metric, extra))
+    return exists(rows.offset(n - 1).limit(1))
+
+
+def _correlated(ctx, n: int) -> bool:
+    """Count up to n per profile rather than aggregate every profile's events: for one profile,
+    or when sibling conditions of an `all` narrow the profiles first."""
+    return n <= CORRELATED_MAX and (ctx.profile_ids is not None or ctx.narrowed)
 
 
 def _aggregate(ctx, metric: str, extra: list[ColumnElement], measure) -> ColumnElement:
@@ -110,7 +137,7 @@ def _aggregate(ctx, metric: str, extra: list[ColumnElement], measure) -> ColumnE
 def behaviour(node: Behaviour, ctx) -> ColumnElement:
     extra = [*timeframe_filters(node.timeframe, ctx), *(event_filter(f, ctx) for f in node.where)]
     if node.last is not None:
-        cutoff = _ts(ctx.now - timedelta(days=node.last.days))
+        cutoff = ctx.ago(timedelta(days=node.last.days))
         recent = did(ctx, node.metric, [*extra, E.c.occurred_at > cutoff])
         if node.last.op == "less_than":
             return recent
@@ -130,6 +157,14 @@ def behaviour(node: Behaviour, ctx) -> ColumnElement:
         return not_(did(ctx, node.metric, extra))
     if op == CountOp.at_least and n <= 1:
         return did(ctx, node.metric, extra) if n == 1 else true()
+    if _correlated(ctx, n + 1):
+        if op == CountOp.at_least:
+            return _at_least(ctx, node.metric, extra, n)
+        if op == CountOp.at_most:
+            return not_(_at_least(ctx, node.metric, extra, n + 1))
+        return and_(
+            _at_least(ctx, node.metric, extra, n), not_(_at_least(ctx, node.metric, extra, n + 1))
+        )
     count = _aggregate(ctx, node.metric, extra, func.count())
     compare = {
         CountOp.at_least: count >= n,
@@ -141,9 +176,7 @@ def behaviour(node: Behaviour, ctx) -> ColumnElement:
 
 def engagement(node: Engagement, ctx) -> ColumnElement:
     metric = engagement_metric(node.action, node.channel)
-    extra = (
-        [] if node.days is None else [E.c.occurred_at > _ts(ctx.now - timedelta(days=node.days))]
-    )
+    extra = [] if node.days is None else [E.c.occurred_at > ctx.ago(timedelta(days=node.days))]
     return did(ctx, metric, extra)
 
 
@@ -152,5 +185,5 @@ def sms_keyword(node: SmsKeyword, ctx) -> ColumnElement:
     wanted = [func.upper(func.btrim(literal(k, String))) for k in node.keywords]
     extra = [keyword.in_(wanted)]
     if node.days is not None:
-        extra.append(E.c.occurred_at > _ts(ctx.now - timedelta(days=node.days)))
+        extra.append(E.c.occurred_at > ctx.ago(timedelta(days=node.days)))
     return did(ctx, REPLIED[node.channel], extra)

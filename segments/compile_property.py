@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import DateTime, String, Text, and_, case, cast, false, func, literal, or_
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import INTERVAL, JSONB, TIMESTAMP
 from sqlalchemy.sql.elements import ColumnElement
 
 from segments.conditions import parse_instant
@@ -52,7 +52,7 @@ class JsonValue:
         self,
         op: str,
         value: Any,
-        now: datetime,
+        now: datetime | ColumnElement,
         tz: ColumnElement | None = None,
         days: int | None = None,
     ) -> ColumnElement:
@@ -117,23 +117,33 @@ def _ordered(left: ColumnElement, op: str, right: Any) -> ColumnElement:
     }[op]
 
 
-def _today_mm_dd(now: datetime, tz: ColumnElement | None) -> ColumnElement:
-    local = func.timezone(tz if tz is not None else "UTC", literal(now, DateTime(timezone=True)))
+def _now(now: datetime | ColumnElement) -> ColumnElement:
+    return literal(now, DateTime(timezone=True)) if isinstance(now, datetime) else now
+
+
+def shift(now: datetime | ColumnElement, delta: timedelta) -> ColumnElement:
+    """`now + delta` in SQL, exact: the interval is whole seconds (no calendar days, so no DST
+    shift), the same instant as Python's `now + delta`."""
+    seconds = delta.total_seconds()
+    text_ = f"{int(seconds)} seconds" if seconds == int(seconds) else f"{seconds!r} seconds"
+    return _now(now) + cast(literal(text_, String), INTERVAL)
+
+
+def _today_mm_dd(now: datetime | ColumnElement, tz: ColumnElement | None) -> ColumnElement:
+    local = func.timezone(tz if tz is not None else "UTC", _now(now))
     return func.to_char(local, "MM-DD")
 
 
-def date_compare(instant: ColumnElement, op: str, value: Any, now: datetime, days=None):
+def date_compare(instant: ColumnElement, op: str, value: Any, now, days=None):
     if op == "before":
         return instant < literal(parse_instant(value), DateTime(timezone=True))
     if op == "after":
         return instant > literal(parse_instant(value), DateTime(timezone=True))
-    now_lit = literal(now, DateTime(timezone=True))
+    now_lit = _now(now)
     if op == "in_last_days":
-        start = literal(now - timedelta(days=days), DateTime(timezone=True))
-        return and_(instant > start, instant <= now_lit)
+        return and_(instant > shift(now, timedelta(days=-days)), instant <= now_lit)
     if op == "in_next_days":
-        end = literal(now + timedelta(days=days), DateTime(timezone=True))
-        return and_(instant >= now_lit, instant < end)
+        return and_(instant >= now_lit, instant < shift(now, timedelta(days=days)))
     raise ValueError(f"not a date operator: {op}")
 
 
@@ -142,7 +152,7 @@ def column_compare(
     kind: str,
     op: str,
     value: Any,
-    now: datetime,
+    now: datetime | ColumnElement,
     tz: ColumnElement | None = None,
     days: int | None = None,
 ) -> ColumnElement:

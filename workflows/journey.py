@@ -50,7 +50,10 @@ with workflow.unsafe.imports_passed_through():
     from segments import dump_condition
     from workflows import search_attributes as sa
 
-DB = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1))}  # fmt: skip
+DB = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1)),
+}
 SEND_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5), maximum_attempts=20)
 WEBHOOK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=3)
 
@@ -108,7 +111,11 @@ class JourneyState(BaseModel):
 
 
 # The names in the brief.
-ExitSignal, EventSignal, DefinitionUpdatedSignal = ExitInput, EventReceivedInput, DefinitionUpdatedInput  # fmt: skip
+ExitSignal, EventSignal, DefinitionUpdatedSignal = (
+    ExitInput,
+    EventReceivedInput,
+    DefinitionUpdatedInput,
+)
 
 
 class _Done(BaseModel):
@@ -252,7 +259,9 @@ class JourneyWorkflow:
         try:
             self._defn = d.parse_definition(loaded.definition)
         except ValueError as exc:  # not a workflow-task retry loop: the journey fails visibly
-            raise ApplicationError(f"flow version {version} unreadable: {exc}", non_retryable=True)
+            raise ApplicationError(
+                f"flow version {version} unreadable: {exc}", non_retryable=True
+            ) from exc
         self._steps = d.step_map(self._defn)
         self._version, self._name = version, loaded.flow_name or self._defn.name
         if loaded.status == "paused":

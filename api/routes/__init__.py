@@ -1,6 +1,7 @@
 """One router per resource; `ROUTERS` is the order they are mounted in."""
 
 from api.routes import (
+    campaigns,
     channel_settings,
     channels,
     consents,
@@ -40,4 +41,5 @@ ROUTERS = [
     webhooks.router,
     channels.router,
     outbox.router,
+    campaigns.router,
 ]

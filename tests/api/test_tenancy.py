@@ -329,6 +329,27 @@ async def _flow_version(t: Tenant) -> str:
     return "1"
 
 
+async def _campaign(t: Tenant) -> str:
+    body = {"name": f"Sale {t.tag}", "path": {"include_lists": [await made(t, "list_id")]}}
+    return (await t.create("POST", "/v1/campaigns", json=body))["id"]
+
+
+async def _campaign_path(t: Tenant) -> str:
+    campaign_id = await made(t, "campaign_id")
+    return (await t.call("GET", f"/v1/campaigns/{campaign_id}")).json()["paths"][0]["id"]
+
+
+async def _campaign_message(t: Tenant) -> str:
+    campaign_id, path_id = await made(t, "campaign_id"), await made(t, "path_id")
+    body = {
+        "name": f"Launch {t.tag}",
+        "channel": "sms",
+        "template_id": await made(t, "template_id"),
+    }
+    url = f"/v1/campaigns/{campaign_id}/paths/{path_id}/messages"
+    return (await t.create("POST", url, json=body))["id"]
+
+
 # Every path parameter of every route must be here; a new one fails `test_cross_workspace`.
 RESOURCES: dict[str, Resource] = {
     "profile_id": Resource(_profile, _profile_view),
@@ -342,6 +363,9 @@ RESOURCES: dict[str, Resource] = {
     "address": Resource(_address, _address_view),
     "flow_id": Resource(_flow, lambda t, i: _json(t, f"/v1/flows/{i}")),
     "version": Resource(_flow_version),
+    "campaign_id": Resource(_campaign, lambda t, i: _json(t, f"/v1/campaigns/{i}")),
+    "path_id": Resource(_campaign_path),
+    "message_id": Resource(_campaign_message),
 }
 
 

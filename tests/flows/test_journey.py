@@ -254,14 +254,29 @@ async def test_splits_pick_the_right_branch(engine, workspaces, ts_client, ts_wo
     ws, _ = await shop(engine, workspaces)
     tag = lambda sid, t: {"type": "tag", "id": sid, "tag": t, "next": None}  # noqa: E731
     steps = [
-        {"type": "condition_split", "id": "vip", "yes": "big",
-         "condition": {"type": "property", "property": "tier", "op": "eq", "value": "gold"}, "no": "big"},
-        {"type": "trigger_split", "id": "big", "where": [{"property": "$value", "op": "gt", "value": 100}],
-         "yes": "ab", "no": "t-small"},
-        {"type": "random_split", "id": "ab", "branches": [{"weight": 50, "next": "t-a"},
-                                                        {"weight": 50, "next": "t-b"}]},
-        tag("t-small", "small"), tag("t-a", "a"), tag("t-b", "b"),
-    ]  # fmt: skip
+        {
+            "type": "condition_split",
+            "id": "vip",
+            "yes": "big",
+            "condition": {"type": "property", "property": "tier", "op": "eq", "value": "gold"},
+            "no": "big",
+        },
+        {
+            "type": "trigger_split",
+            "id": "big",
+            "where": [{"property": "$value", "op": "gt", "value": 100}],
+            "yes": "ab",
+            "no": "t-small",
+        },
+        {
+            "type": "random_split",
+            "id": "ab",
+            "branches": [{"weight": 50, "next": "t-a"}, {"weight": 50, "next": "t-b"}],
+        },
+        tag("t-small", "small"),
+        tag("t-a", "a"),
+        tag("t-b", "b"),
+    ]
     flow_id = await store_flow(engine, ws.id, definition(steps))
     big, small = await customer(engine, ws, tier="gold"), await customer(engine, ws)
     first = await start(
@@ -272,7 +287,14 @@ async def test_splits_pick_the_right_branch(engine, workspaces, ts_client, ts_wo
         big,
         event={"metric": "Started Checkout", "value": 150.0, "properties": {}},
     )
-    second = await start(ts_client, task_queue, ws, flow_id, small, event={"metric": "Started Checkout", "value": 20.0, "properties": {}})  # fmt: skip
+    second = await start(
+        ts_client,
+        task_queue,
+        ws,
+        flow_id,
+        small,
+        event={"metric": "Started Checkout", "value": 20.0, "properties": {}},
+    )
     assert (await first.result()).status == (await second.result()).status == "completed"
     async with session_scope(engine) as session:
         tags = dict((await session.execute(select(Profile.id, Profile.properties["tags"]))).all())
@@ -326,9 +348,15 @@ async def test_update_profile_and_list_steps_change_data(
 ):
     ws, _ = await shop(engine, workspaces)
     async with session_scope(engine) as session:
-        list_id = (await session.execute(text(
-            "INSERT INTO lists (id, workspace_id, name) VALUES (gen_random_uuid(), :ws, 'VIP') RETURNING id"
-        ), {"ws": ws.id})).scalar_one()  # fmt: skip
+        list_id = (
+            await session.execute(
+                text(
+                    "INSERT INTO lists (id, workspace_id, name)"
+                    " VALUES (gen_random_uuid(), :ws, 'VIP') RETURNING id"
+                ),
+                {"ws": ws.id},
+            )
+        ).scalar_one()
     steps = [
         {"type": "update_profile", "id": "props", "next": "join",
          "properties": [{"property": "stage", "op": "set", "value": "cart"},
@@ -353,7 +381,11 @@ async def test_update_profile_and_list_steps_change_data(
                 {"l": list_id, "p": pid},
             )
         ).scalar_one()
-        consent = (await session.execute(text("SELECT state FROM consents WHERE profile_id = :p"), {"p": pid})).scalar_one()  # fmt: skip
+        consent = (
+            await session.execute(
+                text("SELECT state FROM consents WHERE profile_id = :p"), {"p": pid}
+            )
+        ).scalar_one()
     assert props["stage"] == "cart" and props["visits"] == 3 and "old" not in props
     assert "last_cart_at" in props
     assert member == 1 and consent == "unsubscribed"
@@ -444,8 +476,13 @@ async def test_a_filter_that_fails_removes_the_customer(
 ):
     ws, _ = await shop(engine, workspaces)
     steps = [{"type": "tag", "id": "t", "tag": "x", "next": None}]
-    flow_id = await store_flow(engine, ws.id, definition(
-        steps, filter={"type": "property", "property": "tier", "op": "eq", "value": "gold"}))  # fmt: skip
+    flow_id = await store_flow(
+        engine,
+        ws.id,
+        definition(
+            steps, filter={"type": "property", "property": "tier", "op": "eq", "value": "gold"}
+        ),
+    )
     pid = await customer(engine, ws, tier="silver")
     handle = await start(ts_client, task_queue, ws, flow_id, pid)
     result = await handle.result()

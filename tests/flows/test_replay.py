@@ -15,8 +15,12 @@ from workflows.journey import JourneyWorkflow
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_journeys_replay(path: Path):
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = WorkflowHistory.from_json(path.stem, _read(path))
     replayer = Replayer(workflows=[JourneyWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)

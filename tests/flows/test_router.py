@@ -41,7 +41,8 @@ async def _redeliver(engine) -> None:
     async with session_scope(engine) as session:
         await session.execute(
             text(
-                "INSERT INTO event_outbox (event_id, workspace_id) SELECT id, workspace_id FROM events ON CONFLICT DO NOTHING"
+                "INSERT INTO event_outbox (event_id, workspace_id)"
+                " SELECT id, workspace_id FROM events ON CONFLICT DO NOTHING"
             )
         )
 

@@ -1,0 +1,355 @@
+"""Campaign message activities: prepare, snapshot the audience, send one batch, finish.
+
+The workflow (`workflows.campaign_message`) carries counts and batch numbers only; the
+recipients live in `campaign_recipients` (`campaigns.audience`). Every activity is safe to
+retry: the snapshot is done once per message, and a batch goes through the send path with the
+ledger key `campaign:{message_id}:{profile_id}`, so a re-run (a retry, a worker killed mid-send
+and restarted) never sends a recipient twice.
+
+The send path (`channels.send`) is imported when an activity runs: the workflow sandbox
+imports this module for its method references, so its top stays light.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from campaigns.audience import Group
+
+NO_RECIPIENTS = "no recipients"
+EMAIL_BATCH = 1000
+OTHER_BATCH = 500
+
+
+def batch_size_for(channel: str) -> int:
+    return EMAIL_BATCH if channel == "email" else OTHER_BATCH
+
+
+class PrepareMessageInput(BaseModel):
+    workspace_id: uuid.UUID
+    message_id: uuid.UUID
+
+
+class PrepareMessageResult(BaseModel):
+    # False when the message is no longer scheduled (reverted, cancelled, deleted, sent).
+    proceed: bool = False
+    status: str | None = None
+    # When the first recipient can be due: `send_at`, or with recipient local time the same
+    # wall-clock time in the earliest zone (UTC+14).
+    start_at: datetime | None = None
+    channel: str | None = None
+
+
+class SnapshotAudienceInput(BaseModel):
+    workspace_id: uuid.UUID
+    message_id: uuid.UUID
+    now: datetime  # workflow time: which local-time zones have passed
+    batch_size: int | None = None  # default by channel (1,000 emails, 500 others)
+
+
+class SnapshotAudienceResult(BaseModel):
+    total: int = 0  # every recipient of the message (0: no recipients, the message is cancelled)
+    recipients: int = 0  # those still pending (all of them, unless a send was interrupted)
+    groups: list[Group] = Field(default_factory=list)
+
+
+class SendBatchInput(BaseModel):
+    workspace_id: uuid.UUID
+    message_id: uuid.UUID
+    batch_no: int | None = None
+    # Instead of a batch: recipients held (quiet hours) and due by then, at most `limit`.
+    held_due: datetime | None = None
+    limit: int = 1000
+
+
+class SendBatchResult(BaseModel):
+    recipients: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: dict[str, int] = Field(default_factory=dict)
+    held: int = 0
+    next_hold: datetime | None = None  # earliest time a held recipient of the message is due
+    replayed: int = 0
+
+
+class FinishMessageInput(BaseModel):
+    workspace_id: uuid.UUID
+    message_id: uuid.UUID
+    cancelled_reason: str | None = None  # set: the message is cancelled (e.g. no recipients)
+
+
+class FinishMessageResult(BaseModel):
+    status: str
+    counts: dict[str, int] = Field(default_factory=dict)  # "sent", "skipped:no_consent", ...
+
+
+_MESSAGE = text(
+    """
+SELECT m.status, m.channel, m.template_id, m.sender, m.send_at, m.smart_sending, m.utm,
+       m.campaign_id, c.use_recipient_local_time, COALESCE(tz.name, 'UTC') AS camp_tz
+FROM campaign_messages m
+JOIN campaigns c ON c.id = m.campaign_id
+LEFT JOIN pg_timezone_names tz ON tz.name = c.timezone
+WHERE m.id = :message_id AND m.workspace_id = :workspace_id
+"""
+)
+
+_RECORD = text(
+    """
+UPDATE campaign_recipients r
+SET status = CASE
+        WHEN m.status = 'skipped' THEN 'skipped'
+        WHEN m.status = 'failed' AND m.sent_at IS NULL THEN 'failed'
+        ELSE 'sent'
+    END,
+    reason = CASE
+        WHEN m.status = 'skipped' THEN m.skip_reason
+        WHEN m.status = 'failed' AND m.sent_at IS NULL THEN left(m.error, 255)
+    END
+FROM messages m
+WHERE r.message_id = :message_id AND r.profile_id = ANY (:profile_ids)
+  AND m.workspace_id = :workspace_id
+  AND m.idempotency_key = :prefix || ':' || r.profile_id::text
+  AND m.status NOT IN ('queued', 'sending')
+"""
+)
+
+_HOLD = text(
+    """
+UPDATE campaign_recipients r
+SET status = 'held', reason = 'quiet_hours', local_send_at = h.until
+FROM unnest(CAST(:profile_ids AS uuid[]), CAST(:until AS timestamptz[])) AS h(profile_id, until)
+WHERE r.message_id = :message_id AND r.profile_id = h.profile_id
+"""
+)
+
+
+def idempotency_prefix(message_id: uuid.UUID) -> str:
+    return f"campaign:{message_id}"
+
+
+class CampaignActivities:
+    def __init__(self, engine: AsyncEngine, settings: Any) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    def all(self) -> list:
+        return [self.prepare_message, self.snapshot_audience, self.send_batch, self.finish_message]
+
+    @activity.defn
+    async def prepare_message(self, input: PrepareMessageInput) -> PrepareMessageResult:
+        from core.db import session_scope
+
+        async with session_scope(self.engine) as session:
+            row = (
+                await session.execute(
+                    _MESSAGE, {"message_id": input.message_id, "workspace_id": input.workspace_id}
+                )
+            ).one_or_none()
+            if row is None:
+                return PrepareMessageResult(status="deleted")
+            if row.status not in ("scheduled", "sending") or row.send_at is None:
+                return PrepareMessageResult(status=row.status)
+            start_at = row.send_at
+            if row.use_recipient_local_time:
+                start_at = (
+                    await session.execute(
+                        text(
+                            "SELECT (CAST(:at AS timestamptz) AT TIME ZONE :tz) "
+                            "AT TIME ZONE 'Etc/GMT-14'"
+                        ),
+                        {"at": row.send_at, "tz": row.camp_tz},
+                    )
+                ).scalar_one()
+            return PrepareMessageResult(
+                proceed=True, status=row.status, start_at=start_at, channel=row.channel
+            )
+
+    @activity.defn
+    async def snapshot_audience(self, input: SnapshotAudienceInput) -> SnapshotAudienceResult:
+        """ONE set-based statement fills `campaign_recipients`; the message becomes `sending`."""
+        from campaigns import audience
+        from core.db import session_scope
+
+        async with session_scope(self.engine) as session:
+            channel = (
+                await session.execute(
+                    text(
+                        "SELECT channel FROM campaign_messages "
+                        "WHERE id = :message_id AND workspace_id = :workspace_id FOR UPDATE"
+                    ),
+                    {"message_id": input.message_id, "workspace_id": input.workspace_id},
+                )
+            ).scalar_one()
+            groups = await audience.snapshot(
+                session,
+                workspace_id=input.workspace_id,
+                message_id=input.message_id,
+                now=input.now,
+                batch_size=input.batch_size or batch_size_for(channel),
+            )
+            await session.execute(
+                text(
+                    "UPDATE campaign_messages SET status = 'sending', "
+                    "started_at = COALESCE(started_at, now()), updated_at = now() "
+                    "WHERE id = :message_id AND status = 'scheduled'"
+                ),
+                {"message_id": input.message_id},
+            )
+            total = (
+                await session.execute(
+                    text("SELECT count(*) FROM campaign_recipients WHERE message_id = :m"),
+                    {"m": input.message_id},
+                )
+            ).scalar_one()
+        return SnapshotAudienceResult(
+            total=total, recipients=sum(g.recipients for g in groups), groups=groups
+        )
+
+    @activity.defn
+    async def send_batch(self, input: SendBatchInput) -> SendBatchResult:
+        """Send one batch (or the held recipients now due) through the send path's batch
+        function, then record each recipient's outcome from the ledger (one UPDATE)."""
+        from activities.channels import Sender, SendMessagesInput
+        from channels.send import OutcomePending, send_many
+        from core.db import session_scope
+
+        params = {"message_id": input.message_id, "workspace_id": input.workspace_id}
+        async with session_scope(self.engine) as session:
+            message = (await session.execute(_MESSAGE, params)).one()
+            if input.held_due is not None:
+                ids = (
+                    (
+                        await session.execute(
+                            text(
+                                "SELECT profile_id FROM campaign_recipients WHERE message_id = "
+                                ":message_id AND status = 'held' AND local_send_at <= :due "
+                                "ORDER BY local_send_at, profile_id LIMIT :limit"
+                            ),
+                            params | {"due": input.held_due, "limit": input.limit},
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            else:
+                ids = (
+                    (
+                        await session.execute(
+                            text(
+                                "SELECT profile_id FROM campaign_recipients WHERE message_id = "
+                                ":message_id AND batch_no = :batch_no AND status = 'pending' "
+                                "ORDER BY profile_id"
+                            ),
+                            params | {"batch_no": input.batch_no},
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+        result = SendBatchResult(recipients=len(ids))
+        if ids:
+            prefix = idempotency_prefix(input.message_id)
+            send = SendMessagesInput(
+                workspace_id=input.workspace_id,
+                channel=message.channel,
+                template_id=message.template_id,
+                profile_ids=list(ids),
+                idempotency_prefix=prefix,
+                campaign_id=message.campaign_id,
+                campaign_message_id=input.message_id,
+                smart_sending=message.smart_sending,
+                utm={str(k): str(v) for k, v in (message.utm or {}).items()},
+                sender=Sender.model_validate(message.sender or {}),
+            )
+            try:
+                summary = await send_many(
+                    self.engine, self.settings, send, heartbeat=activity.heartbeat
+                )
+            except OutcomePending as exc:
+                from activities.channels import PENDING_RETRY_DELAY
+
+                raise ApplicationError(
+                    str(exc), type="OutcomePending", next_retry_delay=PENDING_RETRY_DELAY
+                ) from None
+            async with session_scope(self.engine) as session:
+                await session.execute(
+                    _RECORD, params | {"profile_ids": list(ids), "prefix": prefix}
+                )
+                if summary.held:
+                    await session.execute(
+                        _HOLD,
+                        params
+                        | {
+                            "profile_ids": [h.profile_id for h in summary.held],
+                            "until": [h.hold_until for h in summary.held],
+                        },
+                    )
+            result.sent, result.failed = summary.sent, summary.failed
+            result.skipped, result.held = summary.skipped, len(summary.held)
+            result.replayed = summary.replayed
+        async with session_scope(self.engine) as session:
+            result.next_hold = (
+                await session.execute(
+                    text(
+                        "SELECT min(local_send_at) FROM campaign_recipients "
+                        "WHERE message_id = :message_id AND status = 'held'"
+                    ),
+                    params,
+                )
+            ).scalar_one()
+        activity.heartbeat(result.recipients)
+        return result
+
+    @activity.defn
+    async def finish_message(self, input: FinishMessageInput) -> FinishMessageResult:
+        """The message's final status (`sent`, or `cancelled` with a reason) and its counts by
+        recipient status and reason."""
+        from core.db import session_scope
+
+        params = {"message_id": input.message_id, "workspace_id": input.workspace_id}
+        status = "cancelled" if input.cancelled_reason else "sent"
+        async with session_scope(self.engine) as session:
+            await session.execute(
+                text(
+                    "UPDATE campaign_messages SET status = :status, status_reason = :reason, "
+                    "finished_at = now(), updated_at = now() "
+                    "WHERE id = :message_id AND workspace_id = :workspace_id "
+                    "AND status IN ('scheduled', 'sending')"
+                ),
+                params | {"status": status, "reason": input.cancelled_reason},
+            )
+            if status == "sent":
+                await session.execute(
+                    text(
+                        "UPDATE campaigns SET settings_locked_forever = true "
+                        "WHERE id = (SELECT campaign_id FROM campaign_messages "
+                        "WHERE id = :message_id)"
+                    ),
+                    params,
+                )
+            rows = await session.execute(
+                text(
+                    "SELECT status, reason, count(*) FROM campaign_recipients "
+                    "WHERE message_id = :message_id GROUP BY status, reason"
+                ),
+                params,
+            )
+            counts: dict[str, int] = {}
+            for st, reason, n in rows:
+                key = f"{st}:{reason}" if st == "skipped" and reason else st
+                counts[key] = counts.get(key, 0) + n
+            final = (
+                await session.execute(
+                    text("SELECT status FROM campaign_messages WHERE id = :message_id"), params
+                )
+            ).scalar_one_or_none()
+        return FinishMessageResult(status=final or "deleted", counts=counts)

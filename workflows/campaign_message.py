@@ -1,0 +1,206 @@
+"""One campaign message, from its send time to its last recipient.
+
+Started by `campaigns.scheduling.schedule_message` as a delayed workflow (id
+`campaign-message-{message_id}`), it:
+
+1. checks the message is still scheduled and when its first recipient can be due (`send_at`;
+   with recipient local time, that wall-clock time in the earliest zone) and sleeps until then;
+2. snapshots the audience into `campaign_recipients` with one SQL statement (first path wins,
+   local due times, throttled waves, batch numbers) — an empty audience cancels the message
+   with "no recipients";
+3. sends group by group (one durable timer per distinct due time: a local-time zone group or an
+   hourly throttled wave), a few batches at a time, each batch one activity that reads its rows
+   by `batch_no` and calls the send path's batch function;
+4. sends recipients held by quiet hours when they are due, then records the final status.
+
+The history holds counts and batch numbers, never the recipient list. Exactly once per
+recipient comes from the ledger key `campaign:{message_id}:{profile_id}`: a batch re-run after a
+worker crash replays settled keys without calling the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    import uuid
+
+    from pydantic import BaseModel, Field
+
+    from campaigns.activities import (
+        NO_RECIPIENTS,
+        CampaignActivities,
+        FinishMessageInput,
+        PrepareMessageInput,
+        SendBatchInput,
+        SendBatchResult,
+        SnapshotAudienceInput,
+    )
+    from campaigns.audience import Group
+
+PARALLEL_BATCHES = 4
+HELD_LIMIT = 1000
+HOLD_RECHECK = timedelta(minutes=1)  # at least this between two sends of held recipients
+
+
+def workflow_id(message_id: uuid.UUID) -> str:
+    return f"campaign-message-{message_id}"
+
+
+class Wave(BaseModel):
+    """One group as it went out: when it was due and when the workflow sent it."""
+
+    due: datetime
+    started_at: datetime
+    recipients: int
+    sent: int = 0
+
+
+class RunCampaignMessageInput(BaseModel):
+    workspace_id: uuid.UUID
+    campaign_id: uuid.UUID
+    message_id: uuid.UUID
+    batch_size: int | None = None  # default by channel (1,000 emails, 500 others)
+    # Continue-as-new state (the audience is already snapshotted when `groups` is set).
+    groups: list[Group] | None = None
+    next_group: int = 0
+    next_batch: int | None = None
+    totals: SendBatchResult = Field(default_factory=SendBatchResult)
+    waves: list[Wave] = Field(default_factory=list)
+
+
+class RunCampaignMessageResult(BaseModel):
+    status: str
+    recipients: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: dict[str, int] = Field(default_factory=dict)
+    waves: list[Wave] = Field(default_factory=list)
+
+
+def _add(total: SendBatchResult, one: SendBatchResult) -> None:
+    total.recipients += one.recipients
+    total.sent += one.sent
+    total.failed += one.failed
+    total.replayed += one.replayed
+    for reason, n in one.skipped.items():
+        total.skipped[reason] = total.skipped.get(reason, 0) + n
+    total.held += one.held  # ever held: the workflow then sends held recipients when due
+
+
+@workflow.defn
+class CampaignMessageWorkflow:
+    def __init__(self) -> None:
+        self._sent = 0
+
+    @workflow.query
+    def get_sent(self) -> int:
+        return self._sent
+
+    @workflow.run
+    async def run(self, input: RunCampaignMessageInput) -> RunCampaignMessageResult:
+        state = input.model_copy(deep=True)
+        ids = {"workspace_id": input.workspace_id, "message_id": input.message_id}
+        if state.groups is None:
+            plan = await workflow.execute_activity_method(
+                CampaignActivities.prepare_message,
+                PrepareMessageInput(**ids),
+                start_to_close_timeout=timedelta(minutes=1),
+            )
+            if not plan.proceed or plan.start_at is None:
+                return RunCampaignMessageResult(status=plan.status or "deleted")
+            await self._sleep_until(plan.start_at)
+            snap = await workflow.execute_activity_method(
+                CampaignActivities.snapshot_audience,
+                SnapshotAudienceInput(**ids, now=workflow.now(), batch_size=input.batch_size),
+                start_to_close_timeout=timedelta(minutes=30),
+                retry_policy=RetryPolicy(maximum_attempts=10),
+            )
+            if snap.total == 0:
+                done = await self._finish(input, NO_RECIPIENTS)
+                return RunCampaignMessageResult(status=done)
+            state.groups = snap.groups
+        self._sent = state.totals.sent
+
+        while state.next_group < len(state.groups):
+            group = state.groups[state.next_group]
+            await self._sleep_until(group.at)
+            if state.next_batch is None:
+                state.next_batch = group.first_batch
+                state.waves.append(
+                    Wave(due=group.at, started_at=workflow.now(), recipients=group.recipients)
+                )
+            while state.next_batch <= group.last_batch:
+                last = min(state.next_batch + PARALLEL_BATCHES - 1, group.last_batch)
+                results = await asyncio.gather(
+                    *(self._send(input, n) for n in range(state.next_batch, last + 1))
+                )
+                for one in results:
+                    _add(state.totals, one)
+                    state.waves[-1].sent += one.sent
+                self._sent = state.totals.sent
+                state.next_batch = last + 1
+                if workflow.info().is_continue_as_new_suggested():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(state)
+            state.next_group += 1
+            state.next_batch = None
+
+        # Recipients held by quiet hours go out when their window opens (same ledger keys).
+        while state.totals.held:
+            one = await self._send(input, None, held_due=workflow.now())
+            _add(state.totals, one)
+            self._sent = state.totals.sent
+            if one.next_hold is None:
+                break
+            if one.recipients < HELD_LIMIT:
+                await self._sleep_until(max(one.next_hold, workflow.now() + HOLD_RECHECK))
+
+        status = await self._finish(input, None)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        totals = state.totals
+        return RunCampaignMessageResult(
+            status=status,
+            recipients=sum(g.recipients for g in state.groups),
+            sent=totals.sent,
+            failed=totals.failed,
+            skipped=totals.skipped,
+            waves=state.waves,
+        )
+
+    async def _sleep_until(self, at: datetime) -> None:
+        wait = at - workflow.now()
+        if wait > timedelta(0):
+            await workflow.sleep(wait)
+
+    async def _send(
+        self, input: RunCampaignMessageInput, batch_no: int | None, held_due: datetime | None = None
+    ) -> SendBatchResult:
+        return await workflow.execute_activity_method(
+            CampaignActivities.send_batch,
+            SendBatchInput(
+                workspace_id=input.workspace_id,
+                message_id=input.message_id,
+                batch_no=batch_no,
+                held_due=held_due,
+                limit=HELD_LIMIT,
+            ),
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(minutes=2),
+        )
+
+    async def _finish(self, input: RunCampaignMessageInput, reason: str | None) -> str:
+        done = await workflow.execute_activity_method(
+            CampaignActivities.finish_message,
+            FinishMessageInput(
+                workspace_id=input.workspace_id,
+                message_id=input.message_id,
+                cancelled_reason=reason,
+            ),
+            start_to_close_timeout=timedelta(minutes=1),
+        )
+        return done.status
