@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-import workflows
 from activities import build_activities
 from core import temporal
 from core.db import create_engine
@@ -24,6 +23,7 @@ from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from ingest.outbox import OutboxDispatcher
 from ingest.routing import build_routers
+from workflows.registry import ALL as WORKFLOWS
 from workflows.schedules import ensure_schedules
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
@@ -42,7 +42,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=workflows.ALL,
+        workflows=WORKFLOWS,
         activities=build_activities(engine, settings),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         **options,

@@ -210,6 +210,14 @@ class CampaignActivities:
                     {"m": input.message_id},
                 )
             ).scalar_one()
+            if total:  # sending starts: the campaign's send settings lock for good
+                await session.execute(
+                    text(
+                        "UPDATE campaigns SET settings_locked_forever = true WHERE id = "
+                        "(SELECT campaign_id FROM campaign_messages WHERE id = :m)"
+                    ),
+                    {"m": input.message_id},
+                )
         return SnapshotAudienceResult(
             total=total, recipients=sum(g.recipients for g in groups), groups=groups
         )
@@ -327,15 +335,6 @@ class CampaignActivities:
                 ),
                 params | {"status": status, "reason": input.cancelled_reason},
             )
-            if status == "sent":
-                await session.execute(
-                    text(
-                        "UPDATE campaigns SET settings_locked_forever = true "
-                        "WHERE id = (SELECT campaign_id FROM campaign_messages "
-                        "WHERE id = :message_id)"
-                    ),
-                    params,
-                )
             rows = await session.execute(
                 text(
                     "SELECT status, reason, count(*) FROM campaign_recipients "

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ingest.profiles import profiles_changed
 from models import Channel, ConsentSource, ConsentState
 from models.base import utcnow
 
@@ -77,7 +78,7 @@ async def apply_consents(
     if not updates:
         return 0
     now = utcnow()
-    return await apply_consent_statement(
+    changed = await apply_consent_statement(
         session,
         _FROM_ARRAYS,
         workspace_id,
@@ -89,6 +90,10 @@ async def apply_consents(
             "times": [u.occurred_at or now for u in updates],
         },
     )
+    if changed:
+        profiles = list(dict.fromkeys(u.profile_id for u in updates))
+        await profiles_changed(session, workspace_id, profiles, changed={"consents"})
+    return changed
 
 
 async def apply_consent_statement(

@@ -151,13 +151,14 @@ _STAGED += " AND (CAST(:late AS int[]) IS NULL OR r.row_no = ANY(CAST(:late AS i
 CHANNELS = tuple(Channel(c.removesuffix("_consent")) for c in CONSENT_COLUMNS)
 # Consents and list membership straight from the staging table, through the one definition of
 # each (ingest.consents, ingest.lists); a later row of the file wins (n = row_no).
+_BY_CHANNEL = ", ".join(
+    f"('{ch.value}', r.{col})" for ch, col in zip(CHANNELS, CONSENT_COLUMNS, strict=True)
+)
 _CONSENTS = consent_statement(
     f"""
     SELECT r.profile_id, c.channel, c.state, '{ConsentSource.import_.value}',
         CAST(:now AS timestamptz), r.row_no
-    FROM import_rows r CROSS JOIN LATERAL (VALUES {
-        ", ".join(f"('{ch.value}', r.{col})" for ch, col in zip(CHANNELS, CONSENT_COLUMNS))
-    }) AS c(channel, state)
+    FROM import_rows r CROSS JOIN LATERAL (VALUES {_BY_CHANNEL}) AS c(channel, state)
     WHERE {_STAGED} AND c.state IS NOT NULL
     """
 )
@@ -277,5 +278,3 @@ async def upsert_chunk(
         counts.unchanged, counts.failed = by_status["unchanged"], by_status["failed"]
         await session.execute(_CLEAR, params)
     return counts
-
-

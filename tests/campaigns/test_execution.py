@@ -222,6 +222,8 @@ async def test_overlapping_paths_each_recipient_gets_its_first_paths_message(
     assert [tuple(r) for r in recorded] == [("skipped", "no_consent")]
     statuses = await shop.rows("SELECT status FROM campaign_messages WHERE campaign_id = :c", c=cid)
     assert {r.status for r in statuses} == {"sent"}
+    locked = await shop.rows("SELECT settings_locked_forever FROM campaigns WHERE id = :c", c=cid)
+    assert [r[0] for r in locked] == [True]
 
 
 async def test_local_time_groups_go_out_at_local_time_and_passed_zones_next_day(
@@ -376,6 +378,7 @@ async def test_a_worker_restart_between_waves_finishes_without_duplicates(
             task_queue=task_queue,
             workflows=[CampaignMessageWorkflow],
             activities=CampaignActivities(engine, send_settings).all(),
+            max_cached_workflows=0,  # no sticky queue of a stopped worker to wait out
         )
 
     async with worker():
