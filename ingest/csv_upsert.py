@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from ingest.consents import apply_consent_statement, consent_statement
 from ingest.csv_rows import CONSENT_COLUMNS, COPY_COLUMNS
 from ingest.lists import add_statement
+from ingest.profiles import profiles_changed
 from models import Channel, ConsentSource
 from models.base import utcnow
 
@@ -168,6 +169,10 @@ _MEMBERS = add_statement(
 _LATE = text(f"SELECT row_no FROM import_rows WHERE {_CHUNK} AND status = 'pending'")
 _COUNTS = text(f"SELECT status, count(*) FROM import_rows WHERE {_CHUNK} GROUP BY status")
 _CLEAR = text(f"DELETE FROM import_rows WHERE {_CHUNK}")
+_IMPORTED = text(
+    f"SELECT DISTINCT profile_id FROM import_rows WHERE {_CHUNK} "
+    "AND status <> 'failed' AND profile_id IS NOT NULL"
+)
 _DROP_ROWS = text(
     "DELETE FROM import_rows WHERE job_id = :job AND row_no = ANY(CAST(:rows AS int[]))"
 )
@@ -276,5 +281,10 @@ async def upsert_chunk(
         by_status = Counter(dict((await session.execute(_COUNTS, params)).all()))
         counts.created, counts.updated = by_status["created"], by_status["updated"]
         counts.unchanged, counts.failed = by_status["unchanged"], by_status["failed"]
+    with phase("segments"):
+        # Fields, consents and list membership of these profiles may all have changed.
+        imported = list((await session.execute(_IMPORTED, params)).scalars())
+        await profiles_changed(session, workspace_id, imported, new=True)
+    with phase("count and clear staging"):
         await session.execute(_CLEAR, params)
     return counts
