@@ -73,9 +73,31 @@ def configure_logging(settings: Settings) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    core_level = "WARN" if root.level <= logging.WARNING else "ERROR"
+    _forward_temporal_core_logs(core_level)
     # Libraries that narrate routine work at INFO.
     for name in ("sqlalchemy.engine", "pgserver", "httpx", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _forward_temporal_core_logs(level: str) -> None:
+    """The Temporal SDK's core (Rust) logs into the `temporalio.core` logger, so they are
+    rendered like every other line. Must run before the first client or worker is made."""
+    from temporalio.runtime import (
+        LogForwardingConfig,
+        LoggingConfig,
+        Runtime,
+        TelemetryConfig,
+        TelemetryFilter,
+    )
+
+    telemetry = TelemetryConfig(
+        logging=LoggingConfig(
+            filter=TelemetryFilter(core_level=level, other_level="ERROR"),
+            forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+        )
+    )
+    Runtime.set_default(Runtime(telemetry=telemetry), error_if_already_set=False)
 
 
 def _identity(_logger: object, _name: str, event_dict: dict) -> dict:
