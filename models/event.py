@@ -77,9 +77,6 @@ class Metric(SQLModel, table=True):
     last_seen_at: datetime = created_at_field()
 
 
-
-
-
 class ProcessedCall(SQLModel, table=True):
     """Message ids of tracking calls that are not events (identify, alias), so a replay of one
     changes nothing — events are deduplicated by their own unique index."""
