@@ -33,6 +33,17 @@ def workspace_fk(*, index: bool = True) -> Any:
     )
 
 
+def workspace_pk() -> Any:
+    """`workspace_id` as the first column of a composite primary key."""
+    return Field(
+        sa_column=Column(
+            UUID(as_uuid=True),
+            ForeignKey("workspaces.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+
+
 def created_at_field() -> Any:
     return Field(
         default_factory=utcnow,

@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, Column, ForeignKey, Identity, Index, Numeric
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-from models.base import created_at_field, jsonb_field, workspace_fk
+from models.base import created_at_field, jsonb_field, workspace_fk, workspace_pk
 from models.profile import profile_fk
 
 
@@ -65,13 +65,7 @@ class Metric(SQLModel, table=True):
 
     __tablename__ = "metrics"
 
-    workspace_id: uuid.UUID = Field(
-        sa_column=Column(
-            UUID(as_uuid=True),
-            ForeignKey("workspaces.id", ondelete="CASCADE"),
-            primary_key=True,
-        )
-    )
+    workspace_id: uuid.UUID = workspace_pk()
     name: str = Field(primary_key=True, max_length=255)
     first_seen_at: datetime = created_at_field()
     last_seen_at: datetime = created_at_field()
@@ -83,12 +77,6 @@ class ProcessedCall(SQLModel, table=True):
 
     __tablename__ = "processed_calls"
 
-    workspace_id: uuid.UUID = Field(
-        sa_column=Column(
-            UUID(as_uuid=True),
-            ForeignKey("workspaces.id", ondelete="CASCADE"),
-            primary_key=True,
-        )
-    )
+    workspace_id: uuid.UUID = workspace_pk()
     message_id: str = Field(primary_key=True, max_length=255)
     received_at: datetime = created_at_field()

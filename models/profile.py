@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, String, tex
 from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 
-from models.base import created_at_field, id_field, jsonb_field, workspace_fk
+from models.base import created_at_field, id_field, jsonb_field, workspace_fk, workspace_pk
 
 
 class Channel(enum.StrEnum):
@@ -110,13 +110,7 @@ class ProfileAlias(SQLModel, table=True):
 
     __tablename__ = "profile_aliases"
 
-    workspace_id: uuid.UUID = Field(
-        sa_column=Column(
-            UUID(as_uuid=True),
-            ForeignKey("workspaces.id", ondelete="CASCADE"),
-            primary_key=True,
-        )
-    )
+    workspace_id: uuid.UUID = workspace_pk()
     anonymous_id: str = Field(primary_key=True, max_length=255)
     profile_id: uuid.UUID = Field(
         sa_column=Column(
@@ -133,13 +127,7 @@ class PropertyDefinition(SQLModel, table=True):
 
     __tablename__ = "property_definitions"
 
-    workspace_id: uuid.UUID = Field(
-        sa_column=Column(
-            UUID(as_uuid=True),
-            ForeignKey("workspaces.id", ondelete="CASCADE"),
-            primary_key=True,
-        )
-    )
+    workspace_id: uuid.UUID = workspace_pk()
     name: str = Field(primary_key=True, max_length=255)
     type: PropertyType = Field(sa_type=String(16))
     created_at: datetime = created_at_field()
@@ -185,13 +173,7 @@ class Suppression(SQLModel, table=True):
 
     __tablename__ = "suppressions"
 
-    workspace_id: uuid.UUID = Field(
-        sa_column=Column(
-            UUID(as_uuid=True),
-            ForeignKey("workspaces.id", ondelete="CASCADE"),
-            primary_key=True,
-        )
-    )
+    workspace_id: uuid.UUID = workspace_pk()
     channel: Channel = Field(sa_type=String(16), primary_key=True)
     # Lower-cased email, or E.164 phone.
     address: str = Field(primary_key=True, max_length=320)
