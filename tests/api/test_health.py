@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import subprocess
 import time
 
 import pytest
@@ -55,7 +57,10 @@ def own_servers(tmp_path):
     temporal.start(tmp_path / "temporal.log")
     yield server, url, temporal
     temporal.stop()
-    server.cleanup()
+    # The test restarted PostgreSQL with pg_ctl, so pgserver's own handle no longer knows the
+    # running server: stop it the same way (it may already be stopped if the test failed).
+    with contextlib.suppress(subprocess.CalledProcessError):
+        _pg_ctl(server, "-w", "-m", "fast", "stop")
 
 
 async def test_readyz_names_the_dependency_that_is_down_and_recovers(own_servers):
