@@ -614,9 +614,20 @@ async def send_one(
     engine: AsyncEngine, settings: Any, input: SendMessageInput, *, providers: Any = None
 ) -> SendMessageResult:
     """Send one message (safe to call again with the same key: see the module docstring)."""
-    new = ledger.NewMessage(
-        idempotency_key=input.idempotency_key,
-        profile_id=input.profile_id,
+    new = _new_message(input, input.idempotency_key, input.profile_id)
+    spec = _Spec(**_sender_fields(input))
+    results = await _run(engine, settings, spec, [_Recipient(new, input.event)], None, providers)
+    result = results.get(input.idempotency_key)
+    if result is None:  # the profile is gone (erased): nothing to send, nothing to record
+        return SendMessageResult(outcome=SendOutcome.skipped, skip_reason="no_profile")
+    return result
+
+
+def _new_message(input: Any, key: str, profile_id: uuid.UUID) -> ledger.NewMessage:
+    """The ledger row a send input asks for (single and batch inputs share these fields)."""
+    return ledger.NewMessage(
+        idempotency_key=key,
+        profile_id=profile_id,
         channel=Channel(input.channel),
         source_type=SourceType(input.source_type),
         transactional=input.transactional,
@@ -624,16 +635,10 @@ async def send_one(
         flow_id=input.flow_id,
         flow_version=input.flow_version,
         step_id=input.step_id,
-        journey_id=input.journey_id,
+        journey_id=getattr(input, "journey_id", None),
         campaign_id=input.campaign_id,
         campaign_message_id=input.campaign_message_id,
     )
-    spec = _Spec(**_sender_fields(input))
-    results = await _run(engine, settings, spec, [_Recipient(new, input.event)], None, providers)
-    result = results.get(input.idempotency_key)
-    if result is None:  # the profile is gone (erased): nothing to send, nothing to record
-        return SendMessageResult(outcome=SendOutcome.skipped, skip_reason="no_profile")
-    return result
 
 
 async def send_many(
@@ -646,21 +651,7 @@ async def send_many(
 ) -> SendMessagesResult:
     """One template to many profiles; one key per profile (`{prefix}:{profile_id}`)."""
     recipients = [
-        _Recipient(
-            ledger.NewMessage(
-                idempotency_key=f"{input.idempotency_prefix}:{profile_id}",
-                profile_id=profile_id,
-                channel=Channel(input.channel),
-                source_type=SourceType(input.source_type),
-                transactional=input.transactional,
-                template_id=input.template_id,
-                flow_id=input.flow_id,
-                flow_version=input.flow_version,
-                step_id=input.step_id,
-                campaign_id=input.campaign_id,
-                campaign_message_id=input.campaign_message_id,
-            )
-        )
+        _Recipient(_new_message(input, f"{input.idempotency_prefix}:{profile_id}", profile_id))
         for profile_id in dict.fromkeys(input.profile_ids)
     ]
     spec = _Spec(**_sender_fields(input))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ingest.traits import RESERVED
 from models import PropertyType
 from segments.conditions import (
     DATE_OPS,
@@ -38,22 +39,7 @@ SegmentDefinitions = Callable[[set[uuid.UUID]], Awaitable[dict[uuid.UUID, Condit
 
 # Reserved profile columns usable in property conditions, with their types.
 RESERVED_TYPES: dict[str, PropertyType] = {
-    **{
-        name: PropertyType.string
-        for name in (
-            "external_id",
-            "email",
-            "phone",
-            "first_name",
-            "last_name",
-            "timezone",
-            "locale",
-            "country",
-            "region",
-            "city",
-            "postal_code",
-        )
-    },
+    **{name: PropertyType.string for name in ("external_id", *RESERVED)},
     "latitude": PropertyType.number,
     "longitude": PropertyType.number,
     "created_at": PropertyType.datetime,
