@@ -27,6 +27,11 @@ from workflows.registry import ALL as WORKFLOWS
 from workflows.schedules import ensure_schedules
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+# How the worker is tuned; the journey benchmark's bare-Temporal baseline (bench/journeys.py)
+# runs its worker with the same options, so the two are compared like for like.
+WORKER_OPTIONS: dict[str, Any] = {
+    "graceful_shutdown_timeout": GRACEFUL_SHUTDOWN,
+}
 log = structlog.get_logger(__name__)
 
 
@@ -44,8 +49,7 @@ def build_worker(
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
         activities=build_activities(engine, settings),
-        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        **options,
+        **(WORKER_OPTIONS | options),
     )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.channels import SendActivities
 from activities.imports import ImportActivities
+from activities.journey_actions import JourneyActionActivities
 from activities.journeys import JourneyActivities
 from activities.segments import SegmentActivities
 from campaigns.activities import CampaignActivities
@@ -30,5 +31,6 @@ def build_activities(engine: AsyncEngine, settings: Settings) -> list[Callable]:
         channels.send_message,
         channels.send_messages,
         *JourneyActivities(engine, settings).all(),
+        *JourneyActionActivities(engine, settings).all(),
         *CampaignActivities(engine, settings).all(),
     ]

@@ -95,6 +95,10 @@ class SendMessagesInput(BaseModel):
     smart_sending: bool = True
     utm: dict[str, str] = Field(default_factory=dict)
     sender: Sender = Field(default_factory=Sender)
+    # The time the send is for, when the caller's clock may run ahead of the wall clock (a
+    # campaign workflow on Temporal's time-skipping test server): the gate (quiet hours, Smart
+    # Sending) and the ledger's stamps use the later of the two. None: the wall clock.
+    now: datetime | None = None
 
 
 class HeldRecipient(BaseModel):

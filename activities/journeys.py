@@ -1,26 +1,24 @@
 """Journey activities: everything a journey does outside its workflow (definitions, filters,
-the journeys index, step outcomes, profile/list/tag changes, webhooks, alerts, delay times).
+the journeys index, step outcomes, profile/list/tag changes, delay times, the review queue of
+manual flows). Webhooks and staff alerts are in `activities.journey_actions`.
 
 Each is safe to retry: writes are keyed (`journeys.id`, `journey_steps (journey_id, key)`, the
-step's key in `processed_calls` for profile changes) or idempotent by nature (list add/remove,
-tag add/remove are set operations). Heavy modules are imported when an activity runs: the
-workflow sandbox imports this module for its method references.
+step's key in `processed_calls` for profile changes, `journey_reviews (journey_id, step_id)`) or
+idempotent by nature (list add/remove, tag add/remove are set operations). Heavy modules are
+imported when an activity runs: the workflow sandbox imports this module for its method
+references.
 
 Tags: `profiles.properties["tags"]`, a JSON list of distinct strings, changed with one set-based
 UPDATE (so segments read them as any list property: `tags contains "vip"`).
 
-Webhooks: HTTP POST of JSON, signed `X-Waymark-Signature: t=<unix>,v1=<hex>` where hex is
-HMAC-SHA256 over `f"{t}.{body}"` with the workspace's webhook secret
-(`webhook_secret(secret_key, workspace_id)`, HMAC-SHA256(secret_key, "webhook:" + workspace)).
-Non-2xx and network errors raise, so Temporal retries; the journey catches the final failure.
+Review queue (flow status `manual`): `register_review` writes a `waiting` row for a send step
+only if the flow is manual *now*, reading the flow row `FOR SHARE`, so it serializes with a
+status change (which updates that row): a flow switched to live in the same instant either sees
+the row and releases it in its own transaction, or the journey sees `live` and sends at once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import time
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -31,6 +29,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+# Re-exported: webhooks moved to activities.journey_actions.
+from activities.journey_actions import sign_webhook, webhook_secret  # noqa: E402, F401
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +74,18 @@ class RegisterJourneyInput(BaseModel):
 
 class RegisterJourneyResult(BaseModel):
     status: str  # "active" for a new (or this same running) journey, else how it ended
+    # The flow as read after the journey's row was committed (see `FlowState`).
+    live_version: int | None = None
+    flow_status: str | None = None
+
+
+class FlowState(BaseModel):
+    """The flow's live version and status as an activity read them: how a journey learns of a
+    publish or status change whose signal it missed (`flows.hooks` finds journeys by their
+    `journeys` row, so one registered after the hook's query gets no signal)."""
+
+    live_version: int | None = None
+    flow_status: str | None = None
 
 
 class EndJourneyInput(BaseModel):
@@ -92,6 +105,25 @@ class RecordStepInput(BaseModel):
     reason: str | None = None
     key: str  # unique per journey: a retried activity writes one row
     occurred_at: datetime
+
+
+class RegisterReviewInput(BaseModel):
+    workspace_id: uuid.UUID
+    flow_id: uuid.UUID
+    version: int
+    step_id: str
+    journey_id: uuid.UUID
+    profile_id: uuid.UUID
+    channel: str
+    template_id: uuid.UUID
+
+
+class RegisterReviewResult(BaseModel):
+    # "send": the flow is not manual (no row); else the row's status: waiting | released |
+    # discarded.
+    status: str
+    review_id: uuid.UUID | None = None
+    reason: str | None = None
 
 
 class UpdateProfileInput(BaseModel):
@@ -123,34 +155,6 @@ class TagActionInput(BaseModel):
     action: Literal["add", "remove"]
 
 
-class SendWebhookInput(BaseModel):
-    workspace_id: uuid.UUID
-    profile_id: uuid.UUID
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: dict[str, Any] | None = None
-    timeout_seconds: int = 10
-    journey_id: uuid.UUID
-    flow_id: uuid.UUID
-    step_id: str
-    event: dict[str, Any] | None = None
-
-
-class SendWebhookResult(BaseModel):
-    status_code: int
-
-
-class SendAlertInput(BaseModel):
-    workspace_id: uuid.UUID
-    profile_id: uuid.UUID
-    flow_id: uuid.UUID
-    journey_id: uuid.UUID
-    step_id: str
-    channel: Literal["email", "webhook"]
-    to: str
-    message: str
-
-
 class ResolveDelayInput(BaseModel):
     workspace_id: uuid.UUID
     profile_id: uuid.UUID
@@ -162,15 +166,6 @@ class ResolveDelayInput(BaseModel):
 class ResolveDelayResult(BaseModel):
     wake_at: datetime | None = None
     reason: str | None = None  # when there is no wake-up time (e.g. the date is missing)
-
-
-def webhook_secret(secret_key: str, workspace_id: uuid.UUID) -> bytes:
-    return hmac.new(secret_key.encode(), f"webhook:{workspace_id}".encode(), "sha256").digest()
-
-
-def sign_webhook(secret: bytes, body: bytes, timestamp: int) -> str:
-    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
 
 
 _TAGS = text(
@@ -209,7 +204,7 @@ class JourneyActivities:
         return [
             self.load_flow_version, self.evaluate, self.register_journey, self.end_journey,
             self.record_step, self.update_profile, self.list_action, self.tag_action,
-            self.send_webhook, self.send_alert, self.resolve_delay,
+            self.resolve_delay, self.register_review,
         ]  # fmt: skip
 
     @activity.defn
@@ -253,8 +248,19 @@ class JourneyActivities:
             )
         return EvaluateResult(matches=matches)
 
+    async def _flow_state(self, session: Any, flow_id: uuid.UUID) -> FlowState:
+        row = (
+            await session.execute(
+                text("SELECT live_version, status FROM flows WHERE id = :id"), {"id": flow_id}
+            )
+        ).one_or_none()
+        return FlowState(live_version=row[0], flow_status=row[1]) if row else FlowState()
+
     @activity.defn
     async def register_journey(self, input: RegisterJourneyInput) -> RegisterJourneyResult:
+        """Registers the journey, then (after the commit) reads the flow: a publish or status
+        change whose hook did not see this row yet committed before this read, so the journey
+        learns of it here."""
         from core.db import session_scope
 
         async with session_scope(self.engine) as session:
@@ -279,28 +285,76 @@ class JourneyActivities:
                     text("SELECT status FROM journeys WHERE id = :id"), {"id": input.journey_id}
                 )
             ).scalar_one()
-        return RegisterJourneyResult(status=status)
+        async with session_scope(self.engine) as session:
+            flow = await self._flow_state(session, input.flow_id)
+        return RegisterJourneyResult(status=status, **flow.model_dump())
 
     @activity.defn
     async def end_journey(self, input: EndJourneyInput) -> None:
+        """Close the journey's row; a send of it still waiting for review is discarded with
+        the journey's reason (it left: exit, flow deleted, step removed)."""
         from core.db import session_scope
 
+        params = {
+            "id": input.journey_id,
+            "status": input.status,
+            "reason": (input.reason or None) and input.reason[:255],
+            "ended": input.ended_at,
+        }
         async with session_scope(self.engine) as session:
             await session.execute(
                 text(
                     "UPDATE journeys SET status = :status, end_reason = :reason, "
                     "ended_at = :ended WHERE id = :id AND status = 'active'"
                 ),
-                {
-                    "id": input.journey_id,
-                    "status": input.status,
-                    "reason": (input.reason or None) and input.reason[:255],
-                    "ended": input.ended_at,
-                },
+                params,
+            )
+            await session.execute(
+                text(
+                    "UPDATE journey_reviews SET status = 'discarded', decided_at = :ended, "
+                    "reason = coalesce(CAST(:reason AS varchar), CAST(:status AS varchar)) "
+                    "WHERE journey_id = :id AND status = 'waiting'"
+                ),
+                params,
             )
 
     @activity.defn
-    async def record_step(self, input: RecordStepInput) -> None:
+    async def register_review(self, input: RegisterReviewInput) -> RegisterReviewResult:
+        """Put a send step of a manual flow in the review queue (or find it there again)."""
+        from core.db import session_scope
+
+        params = input.model_dump()
+        params["id"] = uuid.uuid4()
+        async with session_scope(self.engine) as session:
+            await session.execute(
+                text(
+                    "INSERT INTO journey_reviews (id, workspace_id, flow_id, flow_version, "
+                    "step_id, journey_id, profile_id, channel, template_id, status) "
+                    "SELECT :id, :workspace_id, f.id, :version, :step_id, :journey_id, "
+                    ":profile_id, :channel, :template_id, 'waiting' FROM flows f "
+                    "WHERE f.id = :flow_id AND f.workspace_id = :workspace_id "
+                    "AND f.status = 'manual' FOR SHARE OF f "
+                    "ON CONFLICT (journey_id, step_id) DO NOTHING"
+                ),
+                params,
+            )
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT id, status, reason FROM journey_reviews "
+                        "WHERE journey_id = :journey_id AND step_id = :step_id"
+                    ),
+                    params,
+                )
+            ).one_or_none()
+        if row is None:
+            return RegisterReviewResult(status="send")
+        return RegisterReviewResult(status=row.status, review_id=row.id, reason=row.reason)
+
+    @activity.defn
+    async def record_step(self, input: RecordStepInput) -> FlowState:
+        """Writes the outcome; answers the flow's live version and status (a journey that
+        missed a signal follows them from its next step)."""
         from core.db import session_scope
 
         params = {
@@ -332,6 +386,7 @@ class JourneyActivities:
                     ),
                     params,
                 )
+            return await self._flow_state(session, input.flow_id)
 
     async def _first_time(self, session: Any, workspace_id: uuid.UUID, key: str) -> bool:
         """Marks `key` done (in the caller's transaction); False when it already was."""
@@ -436,73 +491,6 @@ class JourneyActivities:
             )
             found = row.first() is not None
         return StepActionResult(changed=found, reason=None if found else "profile_deleted")
-
-    async def _post(
-        self, workspace_id: uuid.UUID, url: str, payload: Any, headers: dict, timeout: float
-    ) -> int:
-        import httpx
-
-        body = json.dumps(payload, separators=(",", ":"), default=str).encode()
-        secret = webhook_secret(self.settings.secret_key, workspace_id)
-        signed = {
-            **headers,
-            "Content-Type": "application/json",
-            "User-Agent": "Waymark-Webhook/1",
-            "X-Waymark-Signature": sign_webhook(secret, body, int(time.time())),
-        }
-        try:
-            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
-                response = await http.post(url, content=body, headers=signed)
-        except httpx.HTTPError as exc:
-            raise ApplicationError(
-                f"webhook {url}: {type(exc).__name__}: {exc}", type="WebhookError"
-            ) from exc
-        if not 200 <= response.status_code < 300:
-            raise ApplicationError(
-                f"webhook {url} answered {response.status_code}",
-                type="WebhookError",
-                non_retryable=400 <= response.status_code < 500
-                and response.status_code not in (408, 429),
-            )
-        return response.status_code
-
-    @activity.defn
-    async def send_webhook(self, input: SendWebhookInput) -> SendWebhookResult:
-        payload = (
-            input.body
-            if input.body is not None
-            else {
-                "profile_id": str(input.profile_id),
-                "flow_id": str(input.flow_id),
-                "journey_id": str(input.journey_id),
-                "step_id": input.step_id,
-                "event": input.event,
-            }
-        )
-        status = await self._post(
-            input.workspace_id, input.url, payload, input.headers, input.timeout_seconds
-        )
-        return SendWebhookResult(status_code=status)
-
-    @activity.defn
-    async def send_alert(self, input: SendAlertInput) -> StepActionResult:
-        """`webhook`: a signed POST of the alert to `to`. `email`: logged as a staff alert
-        (structured log `flow alert`, picked up by log-based alerting) — staff email delivery
-        through the channel providers is not wired yet."""
-        alert = {
-            "type": "flow_alert",
-            "message": input.message,
-            "workspace_id": str(input.workspace_id),
-            "flow_id": str(input.flow_id),
-            "journey_id": str(input.journey_id),
-            "profile_id": str(input.profile_id),
-            "step_id": input.step_id,
-        }
-        if input.channel == "webhook":
-            await self._post(input.workspace_id, input.to, alert, {}, 10)
-        else:
-            log.warning("flow alert", to=input.to, **alert)
-        return StepActionResult()
 
     @activity.defn
     async def resolve_delay(self, input: ResolveDelayInput) -> ResolveDelayResult:

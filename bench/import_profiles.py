@@ -16,15 +16,13 @@ import os
 import random
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
 
+from bench.common import fresh_database, postgres
 from cli.imports import import_file
-from core import migrate
 from core.db import create_async_engine, libpq_url, session_scope, sqlalchemy_url
-from core.embedded import database_url_with, drop_database, ensure_database
 from core.tenancy import create_workspace
 from ingest import csv_upsert
 from ingest.csv_rows import ImportOptions
@@ -100,17 +98,6 @@ SERVER_SETTINGS = {
 }
 
 
-def embedded_server(pgdata: Path):
-    import pgserver
-
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        for name, value in SERVER_SETTINGS.items():
-            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-    server.cleanup()  # stop; started again with the settings above
-    return pgserver.get_server(pgdata, cleanup_mode="delete")
-
-
 def raw_copy_seconds(url: str, path: Path) -> float:
     """`COPY` of the same file into a plain table of text columns: the floor."""
     columns = ", ".join(f"c{i} text" for i in range(len(HEADER)))
@@ -142,41 +129,30 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="Keep the generated CSV at this path")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        if not (admin_url := os.environ.get("DATABASE_URL")):
-            server = embedded_server(Path(tmp) / "pg")
-            admin_url = server.get_uri()
-        name = f"waymark_bench_{uuid.uuid4().hex[:8]}"
-        ensure_database(admin_url, name)
-        url = database_url_with(admin_url, name)
-        try:
-            migrate.upgrade(url)
-            path = args.keep or Path(tmp) / "profiles.csv"
-            start = time.perf_counter()
-            generate(path, args.rows)
-            size, took = path.stat().st_size / 1e6, time.perf_counter() - start
-            print(f"generated {args.rows:,} rows ({size:.0f} MB) in {took:.1f} s")
-            load = os.getloadavg()[0]
-            seconds, job = asyncio.run(run_import(url, path))
-            load = max(load, os.getloadavg()[0])
-            print(
-                f"import: {seconds:.1f} s, {args.rows / seconds:,.0f} rows/s — "
-                f"{job.created_rows:,} created, {job.updated_rows:,} updated, "
-                f"{job.failed_rows:,} failed ({job.status}); load average {load:.1f} "
-                f"on {os.cpu_count()} CPUs"
-            )
-            print("database time by phase (seconds, summed over connections):")
-            for name, took in sorted(csv_upsert.PHASES.items(), key=lambda kv: -kv[1]):
-                print(f"  {name:<36} {took:6.1f}")
-            raw = raw_copy_seconds(url, path)
-            print(
-                f"raw COPY of the same file: {raw:.1f} s — import/COPY ratio {seconds / raw:.1f}x"
-            )
-        finally:
-            drop_database(admin_url, name)
-            if server is not None:
-                server.cleanup()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        postgres(Path(tmp), server_settings=SERVER_SETTINGS) as pg,
+        fresh_database(pg.admin_url) as url,
+    ):
+        path = args.keep or Path(tmp) / "profiles.csv"
+        start = time.perf_counter()
+        generate(path, args.rows)
+        size, took = path.stat().st_size / 1e6, time.perf_counter() - start
+        print(f"generated {args.rows:,} rows ({size:.0f} MB) in {took:.1f} s")
+        load = os.getloadavg()[0]
+        seconds, job = asyncio.run(run_import(url, path))
+        load = max(load, os.getloadavg()[0])
+        print(
+            f"import: {seconds:.1f} s, {args.rows / seconds:,.0f} rows/s — "
+            f"{job.created_rows:,} created, {job.updated_rows:,} updated, "
+            f"{job.failed_rows:,} failed ({job.status}); load average {load:.1f} "
+            f"on {os.cpu_count()} CPUs"
+        )
+        print("database time by phase (seconds, summed over connections):")
+        for name, took in sorted(csv_upsert.PHASES.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<36} {took:6.1f}")
+        raw = raw_copy_seconds(url, path)
+        print(f"raw COPY of the same file: {raw:.1f} s — import/COPY ratio {seconds / raw:.1f}x")
 
 
 if __name__ == "__main__":

@@ -22,19 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import random
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,10 +37,17 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from core import migrate
-from core.db import create_async_engine, libpq_url, session_scope, sqlalchemy_url
-from core.embedded import database_url_with, drop_database, ensure_database
-from core.tenancy import create_workspace
+from bench.common import (
+    Profiler,
+    Service,
+    cpu_seconds,
+    create_bench_workspace,
+    fresh_database,
+    percentile,
+    postgres,
+    service_env,
+)
+from core.db import libpq_url
 from ingest.segment import MAX_BATCH_BYTES
 
 BATCH = 500
@@ -130,115 +131,6 @@ def make_batches(events: int, people: int, seed: int = 11) -> list[list[dict]]:
     return [calls[i : i + BATCH] for i in range(0, len(calls), BATCH)]
 
 
-# --- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ApiServer:
-    """`waymark api` in its own process group, so that every uvicorn worker stops with it."""
-
-    def __init__(self, database_url: str, workers: int, log_file: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            # Nothing listens there: the client is lazy and the tracking path never calls it.
-            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-            "WAYMARK_API_HOST": "127.0.0.1",
-            "WAYMARK_API_PORT": str(self.port),
-            "WAYMARK_LOG_LEVEL": "WARNING",
-            "WAYMARK_DATABASE_POOL_SIZE": str(max(10, 2 * workers)),
-        }
-        self.workers = workers
-        self.log_file = log_file
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60.0) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "api", "--workers", str(self.workers)],
-            env=self.env,
-            stdout=self.log_file.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"`waymark api` exited:\n{self.log_file.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"`waymark api` did not answer /healthz in {timeout}s")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
-def cpu_seconds(root: int) -> float:
-    """User + system CPU of a process and all its live descendants (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    tree, total = {root}, 0.0
-    for pid in sorted(stats):  # children have larger pids, except after wrap-around
-        if pid in tree or stats[pid][0] in tree:
-            tree.add(pid)
-            total += stats[pid][1]
-    return total
-
-
-class Profiler:
-    """`py-spy record` of the API processes (only when `--profile` is given)."""
-
-    def __init__(self, pid: int, output: Path | None) -> None:
-        self.pid, self.output = pid, output
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> Profiler:
-        if self.output is not None:
-            py_spy = Path(sys.executable).with_name("py-spy")
-            self.process = subprocess.Popen(
-                [str(py_spy), "record", "--pid", str(self.pid), "--subprocesses", "--rate", "250",
-                 "--format", "raw", "--output", str(self.output)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            time.sleep(1)  # py-spy attaches
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 # --- measurements ------------------------------------------------------------------------------
 
 
@@ -274,16 +166,6 @@ async def post_batches(base_url: str, auth: str, bodies: list[bytes], concurrenc
         started = time.perf_counter()
         await asyncio.gather(*(sender(client) for _ in range(concurrency)))
         return HttpRun(time.perf_counter() - started, latencies, accepted)
-
-
-async def setup_workspace(url: str) -> tuple[uuid.UUID, str]:
-    engine = create_async_engine(sqlalchemy_url(url), pool_size=1)
-    try:
-        async with session_scope(engine) as session:
-            workspace, _ = await create_workspace(session, "Bench shop")
-        return workspace.id, workspace.public_key
-    finally:
-        await engine.dispose()
 
 
 def stored_counts(url: str, workspace_id: uuid.UUID) -> tuple[int, int]:
@@ -340,18 +222,9 @@ def copy_rows(url: str, workspace_id: uuid.UUID, batches: list[list[dict]]) -> t
         return time.perf_counter() - started, len(rows)
 
 
-def percentile(values: list[float], q: float) -> float:
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-        if len(values) > 1
-        else values[0]
-    )
-
-
 def run(url: str, args: argparse.Namespace, tmp: Path, pg_pid: int | None) -> None:
-    migrate.upgrade(url)
-    workspace_id, public_key = asyncio.run(setup_workspace(url))
-    auth = "Basic " + base64.b64encode(f"{public_key}:".encode()).decode()
+    workspace = asyncio.run(create_bench_workspace(url))
+    workspace_id, auth = workspace.id, workspace.tracking_auth["Authorization"]
 
     batches = make_batches(args.events, args.profiles)
     bodies = [json.dumps({"batch": b}, separators=(",", ":")).encode() for b in batches]
@@ -363,9 +236,7 @@ def run(url: str, args: argparse.Namespace, tmp: Path, pg_pid: int | None) -> No
         f"({sum(map(len, bodies)) / len(bodies) / 1024:.0f} KB each), {args.profiles:,} visitors"
     )
 
-    server = ApiServer(url, args.api_workers, tmp / "api.log")
-    try:
-        server.start()
+    with Service.api(service_env(url), tmp / "api.log", workers=args.api_workers) as server:
         api_cpu, pg_cpu = cpu_seconds(server.process.pid), cpu_seconds(pg_pid or -1)
         with Profiler(server.process.pid, args.profile):
             http = asyncio.run(post_batches(server.base_url, auth, bodies, args.concurrency))
@@ -376,8 +247,6 @@ def run(url: str, args: argparse.Namespace, tmp: Path, pg_pid: int | None) -> No
         events, outbox = stored_counts(url, workspace_id)
         replay = asyncio.run(post_batches(server.base_url, auth, bodies[:10], args.concurrency))
         after_replay, _ = stored_counts(url, workspace_id)
-    finally:
-        server.stop()
     copy_seconds, copied = copy_rows(url, workspace_id, batches)
 
     http_rate = args.events / http.seconds
@@ -419,21 +288,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="waymark-bench-") as tmp_dir, ExitStack() as stack:
         tmp = Path(tmp_dir)
-        pg_pid = None
-        if not (admin_url := os.environ.get("DATABASE_URL")):
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-                import pgserver
-
-                server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
-            stack.callback(server.cleanup)
-            admin_url = server.get_uri()
-            pg_pid = int((tmp / "pg" / "postmaster.pid").read_text().split()[0])
-        name = f"waymark_bench_{uuid.uuid4().hex[:8]}"
-        ensure_database(admin_url, name)
-        stack.callback(drop_database, admin_url, name)
+        pg = stack.enter_context(postgres(tmp))
+        url = stack.enter_context(fresh_database(pg.admin_url))
         try:
-            run(database_url_with(admin_url, name), args, tmp, pg_pid)
+            run(url, args, tmp, pg.pid)
         except BaseException:
             log = tmp / "api.log"
             if log.exists() and log.stat().st_size:

@@ -25,7 +25,6 @@ import asyncio
 import io
 import json
 import math
-import os
 import random
 import statistics
 import tempfile
@@ -38,7 +37,8 @@ import psycopg
 import yaml
 from sqlalchemy import func, select, text
 
-from core import migrate
+from bench.common import fresh_database, postgres
+from bench.import_profiles import SERVER_SETTINGS
 from core.db import (
     create_async_engine,
     libpq_url,
@@ -46,7 +46,6 @@ from core.db import (
     session_scope,
     sqlalchemy_url,
 )
-from core.embedded import database_url_with, drop_database, ensure_database
 from core.tenancy import create_workspace
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "segments"
@@ -388,31 +387,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     now = datetime.now(UTC).replace(microsecond=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        if not (admin_url := os.environ.get("DATABASE_URL")):
-            from bench.import_profiles import embedded_server
-
-            server = embedded_server(Path(tmp) / "pg")
-            admin_url = server.get_uri()
-        name = f"waymark_bench_{uuid.uuid4().hex[:8]}"
-        ensure_database(admin_url, name)
-        url = database_url_with(admin_url, name)
-        try:
-            migrate.upgrade(url)
-            ws = asyncio.run(_workspace(url))
-            start = time.perf_counter()
-            ids = generate(url, ws, args.profiles, args.events, now)
-            print(
-                f"generated {args.profiles:,} profiles and {args.events:,} events in "
-                f"{time.perf_counter() - start:.0f} s",
-                flush=True,
-            )
-            asyncio.run(measure(url, ws, ids, now, args.samples, args.explain))
-        finally:
-            drop_database(admin_url, name)
-            if server is not None:
-                server.cleanup()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        postgres(Path(tmp), server_settings=SERVER_SETTINGS) as pg,
+        fresh_database(pg.admin_url) as url,
+    ):
+        ws = asyncio.run(_workspace(url))
+        start = time.perf_counter()
+        ids = generate(url, ws, args.profiles, args.events, now)
+        print(
+            f"generated {args.profiles:,} profiles and {args.events:,} events in "
+            f"{time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
+        asyncio.run(measure(url, ws, ids, now, args.samples, args.explain))
 
 
 if __name__ == "__main__":

@@ -4,4 +4,6 @@
   message status transitions and the one call into the Temporal scheduling;
 - `review`: the errors that block scheduling a message and the warnings that do not;
 - `audience` / `scheduling` / `activities`: the send (snapshot, workflow registration, batches).
+- `metrics`: recipients, outcomes by reason, engagement and send progress per message, path and
+  campaign.
 """

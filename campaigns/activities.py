@@ -277,6 +277,8 @@ class CampaignActivities:
                 smart_sending=message.smart_sending,
                 utm={str(k): str(v) for k, v in (message.utm or {}).items()},
                 sender=Sender.model_validate(message.sender or {}),
+                # Temporal's clock: the wall clock in production, the skipped one in tests.
+                now=activity.info().current_attempt_scheduled_time,
             )
             try:
                 summary = await send_many(

@@ -6,7 +6,8 @@
   exclude lists ∪ exclude segments);
 - first path wins: a profile in several paths' audiences belongs to the first of them by
   `position` (`DISTINCT ON (profile_id) ... ORDER BY profile_id, position` over this path and
-  the ones before it), so it gets only that path's messages;
+  the ones before it), so it gets only that path's messages. These two rules are
+  `AUDIENCE_CTES`, which the review (`campaigns.review`) counts recipients with too;
 - when it is due (`local_send_at`): the message's `send_at`, or with recipient local time the
   same wall-clock time in the profile's zone (fallback: the campaign's zone; unknown zone names
   fall back too, never an SQL error). Zones where that time has passed at `now` follow the
@@ -42,24 +43,16 @@ class Group(BaseModel):
     recipients: int
 
 
-_SNAPSHOT = text(
-    """
-WITH msg AS (
-    SELECT m.id, m.path_id, m.send_at, m.strategy, m.throttle_percent, p.campaign_id,
-           p.position AS path_position, c.use_recipient_local_time AS local_time,
-           c.passed_local_time AS passed, COALESCE(ctz.name, 'UTC') AS camp_tz
-    FROM campaign_messages m
-    JOIN campaign_paths p ON p.id = m.path_id
-    JOIN campaigns c ON c.id = p.campaign_id
-    LEFT JOIN pg_timezone_names ctz ON ctz.name = c.timezone
-    WHERE m.id = :message_id AND m.workspace_id = :workspace_id
-      AND NOT EXISTS (SELECT 1 FROM campaign_recipients r WHERE r.message_id = :message_id)
-),
+# The audience of a campaign's paths up to one of them, first path wins: one row per profile,
+# with the first path (by position) whose include-minus-exclude has it. Reads a CTE `scope`
+# (campaign_id, position) defined before it — the snapshot's from the message, the review's from
+# its parameters — and the parameter :workspace_id. The one definition of a path's audience.
+AUDIENCE_CTES = """
 paths AS (
     SELECT p.id, p.position, p.exclude_lists, p.exclude_segments,
            p.include_lists, p.include_segments
-    FROM campaign_paths p JOIN msg ON p.campaign_id = msg.campaign_id
-    WHERE p.position <= msg.path_position
+    FROM campaign_paths p JOIN scope s ON p.campaign_id = s.campaign_id
+    WHERE p.position <= s.position AND p.workspace_id = :workspace_id
 ),
 included AS (
     SELECT p.id AS path_id, p.position, lm.profile_id
@@ -80,7 +73,26 @@ audience AS (
             SELECT 1 FROM segment_members x
             WHERE x.segment_id = ANY (p.exclude_segments) AND x.profile_id = i.profile_id)
     ORDER BY i.profile_id, i.position
+)
+"""
+
+_SNAPSHOT = text(
+    """
+WITH msg AS (
+    SELECT m.id, m.path_id, m.send_at, m.strategy, m.throttle_percent, p.campaign_id,
+           p.position AS path_position, c.use_recipient_local_time AS local_time,
+           c.passed_local_time AS passed, COALESCE(ctz.name, 'UTC') AS camp_tz
+    FROM campaign_messages m
+    JOIN campaign_paths p ON p.id = m.path_id
+    JOIN campaigns c ON c.id = p.campaign_id
+    LEFT JOIN pg_timezone_names ctz ON ctz.name = c.timezone
+    WHERE m.id = :message_id AND m.workspace_id = :workspace_id
+      AND NOT EXISTS (SELECT 1 FROM campaign_recipients r WHERE r.message_id = :message_id)
 ),
+scope AS (SELECT campaign_id, path_position AS position FROM msg),
+"""
+    + AUDIENCE_CTES
+    + """,
 zoned AS (
     SELECT a.profile_id, a.path_id,
            (msg.send_at AT TIME ZONE msg.camp_tz) AS wall,

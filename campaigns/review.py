@@ -1,7 +1,9 @@
 """Review of a campaign message before it is scheduled: errors block scheduling, warnings don't.
 
-The audience is counted the way the send snapshots it (`campaigns.audience`): the path's include
-lists/segments minus its excludes, and minus every earlier path's audience (first path wins).
+The audience is counted with the send's own SQL (`campaigns.audience.AUDIENCE_CTES`): the path's
+include lists/segments minus its excludes, and minus every earlier path's audience (first path
+wins). Consent and suppression are not counted out here, as at send time: the send path's gate
+decides them per recipient (`channels.gate`) and the metrics count them as skipped by reason.
 Templates are rendered against up to 3 real recipients, or the sample profile when there are none.
 """
 
@@ -15,6 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from campaigns.audience import AUDIENCE_CTES
 from channels.credentials import providers_for
 from channels.render import TemplateError, profile_context, render_sample
 from channels.settings import load_channel_settings
@@ -63,30 +66,17 @@ class Review:
         }
 
 
-_AUDIENCE = """
-WITH paths AS (
-    SELECT id, position, include_lists, include_segments, exclude_lists, exclude_segments
-    FROM campaign_paths WHERE campaign_id = :campaign_id AND position <= :position
-), included AS (
-    SELECT p.id AS path_id, p.position, lm.profile_id FROM paths p
-    JOIN list_members lm ON lm.list_id = ANY (p.include_lists) AND lm.workspace_id = :ws
-    UNION ALL
-    SELECT p.id, p.position, sm.profile_id FROM paths p
-    JOIN segment_members sm ON sm.segment_id = ANY (p.include_segments) AND sm.workspace_id = :ws
-), audience AS (
-    SELECT DISTINCT ON (i.profile_id) i.profile_id, i.path_id
-    FROM included i JOIN paths p ON p.id = i.path_id
-    WHERE NOT EXISTS (SELECT 1 FROM list_members x
-                      WHERE x.list_id = ANY (p.exclude_lists) AND x.profile_id = i.profile_id)
-      AND NOT EXISTS (SELECT 1 FROM segment_members x
-                      WHERE x.segment_id = ANY (p.exclude_segments)
-                        AND x.profile_id = i.profile_id)
-    ORDER BY i.profile_id, i.position
-), mine AS (
+# The path's audience exactly as the send snapshots it (`campaigns.audience.AUDIENCE_CTES`).
+_AUDIENCE = (
+    "WITH scope AS (SELECT CAST(:campaign_id AS uuid) AS campaign_id, "
+    "CAST(:position AS int) AS position),"
+    + AUDIENCE_CTES
+    + """, mine AS (
     SELECT pr.id, pr.timezone FROM audience a JOIN profiles pr ON pr.id = a.profile_id
     WHERE a.path_id = :path_id
 )
 """
+)
 
 # Recipients, and those whose local send time falls in quiet hours ([start, end), may wrap).
 _COUNTS = text(
@@ -110,8 +100,8 @@ _SAMPLE = text(_AUDIENCE + "SELECT id FROM mine ORDER BY id LIMIT :n")
 async def _audience(
     session: AsyncSession, campaign: Campaign, path: CampaignPath, message: CampaignMessage, quiet
 ) -> tuple[int, int, list[Profile]]:
-    params = {"campaign_id": campaign.id, "position": path.position, "ws": campaign.workspace_id}
-    params["path_id"] = path.id
+    params = {"campaign_id": campaign.id, "position": path.position, "path_id": path.id}
+    params["workspace_id"] = campaign.workspace_id
     ids = list((await session.execute(_SAMPLE, {**params, "n": SAMPLE_RECIPIENTS})).scalars())
     profiles = list((await session.execute(select(Profile).where(Profile.id.in_(ids)))).scalars())
     send_at = message.send_at or utcnow()

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import ApiError, not_found
+from campaigns import scheduling
 from models import ProfileList, Segment
 from models.base import utcnow
 from models.campaigns import (
@@ -287,18 +288,6 @@ async def clone_message(
 # --- status transitions and the Temporal schedule -----------------------------------------------
 
 
-async def _scheduling(name: str, *args: Any) -> None:
-    """`campaigns.scheduling.<name>(*args)`, or a logged no-op until that module exists."""
-    try:
-        from campaigns import scheduling
-    except ModuleNotFoundError as exc:
-        if exc.name != "campaigns.scheduling":
-            raise
-        log.warning("campaign scheduling not installed; status changed only", call=name)
-        return
-    await getattr(scheduling, name)(*args)
-
-
 async def schedule(
     session: AsyncSession, temporal: Any, settings: Any, message: CampaignMessage
 ) -> None:
@@ -310,8 +299,7 @@ async def schedule(
     message.status_reason = None
     await session.commit()
     try:
-        await _scheduling(
-            "schedule_message",
+        await scheduling.schedule_message(
             temporal,
             settings,
             message.workspace_id,
@@ -378,7 +366,7 @@ async def delete_message(
 
 
 async def _unschedule(temporal: Any, settings: Any, message: CampaignMessage) -> None:
-    await _scheduling("unschedule_message", temporal, settings, message.workspace_id, message.id)
+    await scheduling.unschedule_message(temporal, settings, message.workspace_id, message.id)
 
 
 async def mark_started(session: AsyncSession, message_id: uuid.UUID, at: datetime) -> None:

@@ -72,10 +72,13 @@ _FACTS = text(
            EXISTS (SELECT 1 FROM suppressions s
                    WHERE s.workspace_id = :ws AND s.channel = :channel
                      AND s.address = x.address) AS suppressed,
-           EXISTS (SELECT 1 FROM messages m
-                   WHERE m.workspace_id = :ws AND m.profile_id = x.id AND m.channel = :channel
-                     AND NOT m.transactional AND m.sent_at IS NOT NULL
-                     AND m.sent_at > :since) AS recently_sent,
+           -- Smart Sending's lookup only when the decision reads it.
+           CASE WHEN CAST(:smart AS boolean) THEN
+               EXISTS (SELECT 1 FROM messages m
+                       WHERE m.workspace_id = :ws AND m.profile_id = x.id
+                         AND m.channel = :channel AND NOT m.transactional
+                         AND m.sent_at IS NOT NULL AND m.sent_at > :since)
+           ELSE false END AS recently_sent,
            CASE WHEN :channel = 'push' THEN
                EXISTS (SELECT 1 FROM push_subscriptions ps
                        WHERE ps.workspace_id = :ws AND ps.profile_id = x.id)
@@ -144,19 +147,20 @@ async def check_many(
     if not profiles:
         return {}
     addresses = [address_of(p, channel) for p in profiles]
+    window_on = smart_sending and settings.smart_sending_window(channel) > timedelta(0)
     rows = await session.execute(
         _FACTS,
         {
             "ws": workspace_id,
             "channel": channel.value,
             "since": now - settings.smart_sending_window(channel),
+            "smart": window_on and not transactional,
             "ids": [p.id for p in profiles],
             "addresses": addresses,
         },
     )
     facts = {row.id: row for row in rows}
     default_zone = settings.default_zone()
-    window_on = smart_sending and settings.smart_sending_window(channel) > timedelta(0)
     decisions: dict[uuid.UUID, GateDecision] = {}
     for profile in profiles:
         fact = facts[profile.id]

@@ -21,8 +21,8 @@ import html as htmllib
 import re
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -51,6 +51,9 @@ PATHS = {
     LinkKind.unsubscribe: "/l/u/{}",
     LinkKind.preferences: "/l/p/{}",
 }
+
+
+_PATH_PARTS = {kind: tuple(path.split("{}")) for kind, path in PATHS.items()}
 
 
 class BadToken(ValueError):
@@ -96,21 +99,72 @@ def _unb64(text: str) -> bytes:
 
 
 def sign(settings: Settings, token: LinkToken) -> str:
-    if token.kind == LinkKind.click and not _is_web(token.url):
-        raise ValueError(f"only http(s) links are tracked, not {token.url!r}")
-    channel = _CHANNEL_INDEX[token.channel]
-    url, deflated = _packed_url(token.url or "")
-    if deflated:
-        channel |= _ZLIB
-    payload = (
-        bytes([VERSION, int(token.kind), channel])
-        + token.workspace_id.bytes
-        + token.profile_id.bytes
-        + (token.message_id or _ZERO).bytes
-        + url
+    return signer(settings, token.workspace_id).token(
+        token.kind, token.channel, token.profile_id, token.message_id, token.url
     )
-    mac = hmac.digest(_key(settings, token.workspace_id), payload, "sha256")
-    return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
+
+
+class Signer:
+    """Signs the links of many messages of one workspace: the key is derived once, and each
+    token costs one HMAC (`signer(settings, workspace_id)`)."""
+
+    __slots__ = ("base", "_key", "_workspace")
+
+    def __init__(self, key: bytes, workspace_id: uuid.UUID, public_url: str) -> None:
+        self.base = public_url.rstrip("/")
+        self._key = key
+        self._workspace = workspace_id.bytes
+
+    def token(
+        self,
+        kind: LinkKind,
+        channel: Channel,
+        profile_id: uuid.UUID,
+        message_id: uuid.UUID | None = None,
+        url: str | None = None,
+    ) -> str:
+        if kind == LinkKind.click and not _is_web(url):
+            raise ValueError(f"only http(s) links are tracked, not {url!r}")
+        flags = _CHANNEL_INDEX[channel]
+        packed = b""
+        if url:
+            packed, deflated = _packed_url(url)
+            if deflated:
+                flags |= _ZLIB
+        payload = b"".join(
+            (
+                bytes((VERSION, kind, flags)),
+                self._workspace,
+                profile_id.bytes,
+                (message_id or _ZERO).bytes,
+                packed,
+            )
+        )
+        mac = hmac.digest(self._key, payload, "sha256")
+        return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
+
+    def url(
+        self,
+        kind: LinkKind,
+        channel: Channel,
+        profile_id: uuid.UUID,
+        message_id: uuid.UUID | None = None,
+        url: str | None = None,
+    ) -> str:
+        """The public URL of a signed token (`https://…/l/c/<token>`)."""
+        prefix, suffix = _PATH_PARTS[kind]
+        return (
+            f"{self.base}{prefix}{self.token(kind, channel, profile_id, message_id, url)}{suffix}"
+        )
+
+
+def signer(settings: Settings, workspace_id: uuid.UUID) -> Signer:
+    return _signer(settings.secret_key, settings.public_url, workspace_id)
+
+
+@lru_cache(maxsize=256)
+def _signer(secret_key: str, public_url: str, workspace_id: uuid.UUID) -> Signer:
+    return Signer(_derived_key(secret_key, workspace_id), workspace_id, public_url)
 
 
 def verify(settings: Settings, token: str, kind: LinkKind) -> LinkToken:
@@ -141,7 +195,9 @@ def verify(settings: Settings, token: str, kind: LinkKind) -> LinkToken:
 
 
 def link_url(settings: Settings, token: LinkToken) -> str:
-    return settings.public_url.rstrip("/") + PATHS[token.kind].format(sign(settings, token))
+    return signer(settings, token.workspace_id).url(
+        token.kind, token.channel, token.profile_id, token.message_id, token.url
+    )
 
 
 def click_url(
@@ -338,13 +394,24 @@ _Slot = tuple[str, ...]
 
 def _slot_value(slot: _Slot, settings: Settings, ids: dict[str, uuid.UUID]) -> str:
     """The HTML-escaped text a slot stands for, for one message."""
+    return slot_value(
+        slot, signer(settings, ids["workspace_id"]), ids["profile_id"], ids["message_id"]
+    )
+
+
+def slot_value(slot: _Slot, signer: Signer, profile_id: uuid.UUID, message_id: uuid.UUID) -> str:
+    """The HTML-escaped text a slot of an email stands for, for one message."""
     if slot[0] == "click":
-        return htmllib.escape(
-            click_url(slot[1], settings=settings, channel=Channel.email, **ids), quote=True
-        )
-    if slot[0] == "open":
-        return htmllib.escape(open_pixel_url(settings=settings, **ids), quote=True)
-    return slot[1]
+        url = signer.url(LinkKind.click, Channel.email, profile_id, message_id, slot[1])
+    elif slot[0] == "open":
+        url = signer.url(LinkKind.open, Channel.email, profile_id, message_id)
+    else:
+        return slot[1]
+    # Signed URLs hold only URL-safe characters; the destination is inside the token.
+    return url if _HTML_SAFE(url) else htmllib.escape(url, quote=True)
+
+
+_HTML_SAFE = re.compile(r"[^&<>\"']*\Z").match
 
 
 def _email_html(
@@ -354,12 +421,14 @@ def _email_html(
     preheader: str | None,
     unsubscribe_url: str | None,
     place: Callable[[_Slot], str],
+    scan: _Scanner | None = None,
 ) -> str:
     """`prepare_email_html`, with each signed URL put in by `place(slot)`: the URL itself, or a
-    substitution tag standing for it."""
-    scan = _Scanner(html)
-    scan.feed(html)
-    scan.close()
+    substitution tag standing for it. `scan`: `html` already scanned."""
+    if scan is None:
+        scan = _Scanner(html)
+        scan.feed(html)
+        scan.close()
     own = public_url.rstrip("/") + "/l/"
     edits: list[tuple[int, int, str]] = []
     for start, end, tag, attrs, closed in scan.links:
@@ -392,138 +461,6 @@ def _email_html(
 
 
 _PLACED = "\x00wm-placed\x00"  # never in a parsed attribute value (NUL is not kept by `_tag`)
-
-# --- email content shared by many recipients: per-recipient URLs as substitution tags ----------
-#
-# SendGrid sends one request to up to 1,000 recipients of the same content, each with its own
-# `substitutions` (tag → value). The signed URLs of an email (clicks, open pixel, unsubscribe,
-# preferences) differ per recipient; put in as tags, the content of recipients whose rendered
-# text is otherwise the same is the same, and they share a request.
-
-TAG_PREFIX = "-wm"
-_TAG = re.compile(r"-wm\d+-")
-# A tag is `-wm<n>-`. Content with no `wm<digit>` of its own can hold tags safely: every
-# `wm<digit>` in the tagged content is then inside a tag, so no tag matches anywhere else
-# (not even across a tag's edge).
-_UNSAFE = re.compile(r"wm\d")
-
-
-def _tag_name(n: int) -> str:
-    return f"{TAG_PREFIX}{n}-"
-
-
-@dataclass(frozen=True)
-class TaggedEmail:
-    """An email's HTML and text with per-recipient URLs as tags; `substitutions` maps each tag
-    to its value (empty when the content could not hold tags: then html/text are the real
-    content). `real_html`/`real_text` are the content as the recipient gets it."""
-
-    html: str
-    text: str
-    substitutions: dict[str, str] = field(default_factory=dict)
-    real_html: str = ""
-    real_text: str = ""
-
-
-def substitute(content: str, substitutions: dict[str, str]) -> str:
-    """`content` with every tag replaced by its value, in one pass (values are not rescanned)."""
-    if not substitutions or not content:
-        return content
-    return _TAG.sub(lambda m: substitutions.get(m.group(0), m.group(0)), content)
-
-
-@lru_cache(maxsize=256)
-def _tagged_structure(
-    html: str,
-    public_url: str,
-    utm: tuple[tuple[str, str], ...],
-    preheader: str | None,
-    unsubscribe: str | None,
-    first: int,
-) -> tuple[str, tuple[tuple[str, _Slot], ...]]:
-    """The email HTML with tags from `first` on for its signed URLs, and each tag's slot: the
-    same for every recipient of the same rendered HTML, so the HTML is parsed once."""
-    slots: dict[_Slot, str] = {}
-
-    def place(slot: _Slot) -> str:
-        if slot[0] == "url":  # a tag already (the unsubscribe URL, tagged before)
-            return slot[1]
-        if slot not in slots:
-            slots[slot] = _tag_name(first + len(slots))
-        return slots[slot]
-
-    tagged = _email_html(html, public_url, utm, preheader, unsubscribe, place)
-    return tagged, tuple((tag, slot) for slot, tag in slots.items())
-
-
-def prepare_email_tagged(
-    html: str,
-    text: str,
-    *,
-    settings: Settings,
-    workspace_id: uuid.UUID,
-    message_id: uuid.UUID,
-    profile_id: uuid.UUID,
-    utm: dict[str, str] | None = None,
-    preheader: str | None = None,
-    unsubscribe_url: str | None = None,
-    personal_urls: Sequence[str] = (),
-) -> TaggedEmail:
-    """`prepare_email_html` for a batch send: the same email, but with each signed URL (click
-    links, the open pixel, the unsubscribe footer) and each of `personal_urls` (the rendered
-    unsubscribe/preferences URLs, wherever the template put them, HTML and text) replaced by
-    a tag `-wm0-`, `-wm1-`, ..., and the tag → value map. Substituted, the same content as
-    `prepare_email_html` gives (`real_html`, `real_text`)."""
-    ids = {"workspace_id": workspace_id, "message_id": message_id, "profile_id": profile_id}
-    utm_items = tuple((utm or {}).items())
-    personal = list(dict.fromkeys(u for u in (unsubscribe_url, *personal_urls) if u))
-    probe_html, probe_text = html, text  # the content without the URLs that become tags
-    for url in personal:
-        probe_html = probe_html.replace(htmllib.escape(url, quote=True), "").replace(url, "")
-        probe_text = probe_text.replace(url, "")
-    if _UNSAFE.search(probe_html) or _UNSAFE.search(probe_text) or _UNSAFE.search(preheader or ""):
-        real = _email_html(
-            html,
-            settings.public_url,
-            utm_items,
-            preheader,
-            unsubscribe_url,
-            lambda slot: _slot_value(slot, settings, ids),
-        )
-        return TaggedEmail(real, text, {}, real, text)
-    subs: dict[str, str] = {}
-    tag_of: dict[str, str] = {}
-
-    def tag_for(value: str) -> str:
-        if value not in tag_of:
-            tag_of[value] = _tag_name(len(subs))
-            subs[tag_of[value]] = value
-        return tag_of[value]
-
-    # The recipient's own URLs rendered into the template: tags first, in a fixed order, so
-    # recipients of the same copy get the same tagged HTML (parsed once, below).
-    for url in personal:
-        escaped = htmllib.escape(url, quote=True)
-        if escaped in html:
-            html = html.replace(escaped, tag_for(escaped))
-        if url != escaped and url in html:
-            html = html.replace(url, tag_for(url))
-        if url in text:
-            text = text.replace(url, tag_for(url))
-    unsubscribe_tag = None
-    if unsubscribe_url:
-        unsubscribe_tag = tag_for(htmllib.escape(unsubscribe_url, quote=True))
-    tagged_html, slots = _tagged_structure(
-        html, settings.public_url, utm_items, preheader, unsubscribe_tag, len(subs)
-    )
-    for name, slot in slots:
-        subs[name] = _slot_value(slot, settings, ids)
-    real_html = substitute(tagged_html, subs)
-    real_text = substitute(text, subs)
-    if any(_TAG.search(v) for v in subs.values()):  # a value that looks like a tag: no tags
-        return TaggedEmail(real_html, real_text, {}, real_html, real_text)
-    return TaggedEmail(tagged_html, text, subs, real_html, real_text)
-
 
 # --- plain text: SMS, WhatsApp, the email's text part, push --------------------------------
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
-from jinja2 import StrictUndefined, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing, object_type_repr
@@ -63,13 +63,23 @@ class _List(list):
     __slots__ = ("_wm_path",)
 
 
+_NESTED = (dict, list, tuple)
+
+
 def _wrap(value: Any, path: str) -> Any:
+    # Scalars are kept as they are; only containers are copied (with their path), so a profile
+    # of scalar fields costs one dict copy.
     if isinstance(value, dict):
-        data = _Data((k, _wrap(v, f"{path}.{k}")) for k, v in value.items())
+        data = _Data(value)
+        for k, v in value.items():
+            if isinstance(v, _NESTED):
+                data[k] = _wrap(v, f"{path}.{k}")
         data._wm_path = path
         return data
     if isinstance(value, list | tuple):
-        items = _List(_wrap(v, f"{path}[{i}]") for i, v in enumerate(value))
+        items = _List(
+            _wrap(v, f"{path}[{i}]") if isinstance(v, _NESTED) else v for i, v in enumerate(value)
+        )
         items._wm_path = path
         return items
     return value
@@ -251,16 +261,110 @@ def check(template: TemplateSource) -> None:
             _compile(part, source)
 
 
-def render(template: TemplateSource, context: RenderContext) -> Rendered:
-    """Every part of the template's channel, rendered; or TemplateError, and nothing else."""
+def render(
+    template: TemplateSource, context: RenderContext, *, derive_text: bool = True
+) -> Rendered:
+    """Every part of the template's channel, rendered; or TemplateError, and nothing else.
+
+    An email without a text part gets one derived from its HTML (`derive_text=False` leaves
+    it empty: the send path derives it itself, from HTML shared by many recipients)."""
     names = context.variables()
     out: dict[str, str | None] = {}
     for part in PARTS[Channel(template.channel)]:
         source = getattr(template, part)
         out[part] = _render_part(template, part, source, names) if source else None
-    if template.channel == Channel.email and not (out.get("text") or "").strip() and out["html"]:
-        out["text"] = html_to_text(out["html"])
+    if derive_text and needs_text(template.channel, out.get("text"), out.get("html")):
+        out["text"] = html_to_text(out["html"])  # type: ignore[arg-type]
     return Rendered(**out)
+
+
+def needs_text(channel: Channel, text: str | None, html: str | None) -> bool:
+    """An email whose text part is empty: it gets one derived from the HTML."""
+    return channel == Channel.email and not (text or "").strip() and bool(html)
+
+
+# Names whose value differs per recipient (or per message); `locale`, `timezone` and `currency`
+# come from the profile (or the event) too.
+_SHARED_NAMES = frozenset({"workspace"})
+
+
+def recipient_independent(template: TemplateSource) -> bool:
+    """True when every part renders the same for every recipient of a send: it reads no name
+    but `workspace` and uses no filter or test that reads the render's context (`money`,
+    `date`, ... take the profile's locale; `random` is random). Such a template is rendered
+    once per send instead of once per recipient."""
+    if template.id is not None and template.updated_at is not None:
+        return _independent_cached(template.id, template.updated_at, _sources(template))
+    return _independent(_sources(template))
+
+
+def profile_fields_used(template: TemplateSource) -> frozenset[str] | None:
+    """The `profile.<name>` fields the template reads (`profile.first_name`,
+    `profile["city"]`); None when it uses `profile` otherwise (as a whole, a computed key)."""
+    if template.id is not None and template.updated_at is not None:
+        return _fields_cached(template.id, template.updated_at, _sources(template))
+    return _fields(_sources(template))
+
+
+@lru_cache(maxsize=1024)
+def _fields_cached(
+    _id: uuid.UUID, _updated_at: datetime, sources: tuple[str, ...]
+) -> frozenset[str] | None:
+    return _fields(sources)
+
+
+def _fields(sources: tuple[str, ...]) -> frozenset[str] | None:
+    fields: set[str] = set()
+    for source in sources:
+        if not source:
+            continue
+        try:
+            ast = ENV.parse(source)
+        except TemplateSyntaxError:
+            return None
+        named = sum(1 for n in ast.find_all(nodes.Name) if n.name == "profile")
+        reads = 0
+        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+            if isinstance(node.node, nodes.Name) and node.node.name == "profile":
+                if isinstance(node, nodes.Getattr):
+                    fields.add(node.attr)
+                elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                    fields.add(node.arg.value)
+                else:
+                    return None
+                reads += 1
+        if reads != named:
+            return None
+    return frozenset(fields)
+
+
+def _sources(template: TemplateSource) -> tuple[str, ...]:
+    return tuple(getattr(template, part) or "" for part in PARTS[Channel(template.channel)])
+
+
+@lru_cache(maxsize=1024)
+def _independent_cached(_id: uuid.UUID, _updated_at: datetime, sources: tuple[str, ...]) -> bool:
+    return _independent(sources)
+
+
+def _independent(sources: tuple[str, ...]) -> bool:
+    for source in sources:
+        if not source:
+            continue
+        try:
+            ast = ENV.parse(source)
+        except TemplateSyntaxError:
+            return False  # rendered per recipient, which reports the error
+        if not meta.find_undeclared_variables(ast) <= _SHARED_NAMES:
+            return False
+        if any(node.name == "lipsum" for node in ast.find_all(nodes.Name)):
+            return False  # random text
+        for node in ast.find_all((nodes.Filter, nodes.Test)):
+            table = ENV.filters if isinstance(node, nodes.Filter) else ENV.tests
+            function = table.get(node.name)
+            if node.name == "random" or getattr(function, "jinja_pass_arg", None) is not None:
+                return False
+    return True
 
 
 def render_sample(

@@ -1,27 +1,37 @@
-"""The send path: ledger row by key → gate → render → claim (`sending`, committed) → provider →
-`sent`/`failed` + a "Received <Channel>" profile event. One code path for one message
+"""The send path: ledger rows by key → gate → render → claim (`sending`, committed) → provider
+→ `sent`/`failed` + a "Received <Channel>" profile event. One code path for one message
 (journeys) and for a batch (campaigns), set-based: a batch of 1,000 recipients costs a handful
-of SQL statements and one provider request per 1,000 emails.
+of SQL statements and, for email, one provider request per 1,000 recipients.
 
-Emails of the same copy share a request although each carries its own signed links: the
-tracking URLs (clicks, open pixel, unsubscribe/preferences) go into the content as tags with
-per-recipient `substitutions` (`channels.links.prepare_email_tagged`); the ledger keeps the
-content as the recipient gets it. Recipients are gated in one query, then rendered and claimed
-chunk by chunk: chunk N+1 is rendered and claimed while chunk N is with the provider, and
-chunk N's answers are recorded while chunk N+1 is.
+1. The rows of the batch's keys are read (one query). A settled key answers its outcome; a key
+   in `sending` is the unknown window below; a `queued` key (held, or handed back) is sent
+   again under its own row.
+2. The gate decides for every recipient in one query (`channels.gate.check_many`).
+3. Keys seen for the first time get their row only now, in its decided state: skips and holds
+   in one INSERT, and each chunk's sends in one INSERT of `sending` rows with their content —
+   the claim (`channels.ledger.insert_decided`). So a new message costs one INSERT and one
+   UPDATE (its outcome), and its history two entries.
+4. Rendering and link signing happen per chunk (`channels.compose`): a template that reads
+   nothing of the recipient renders once per send; emails of the same copy — or of the same
+   copy but for the recipients' names — share a SendGrid request, what differs going as
+   per-recipient `substitutions` (`channels.email_tags`); the ledger keeps the content as the
+   recipient gets it. Chunk N+1 is rendered and claimed while chunk N is with the provider, and
+   chunk N's answers are recorded while chunk N+1 is.
 
 At most once, and the one unknown window
 ----------------------------------------
-The row is claimed (`queued → sending`, guarded by the status, committed) *before* the provider
-is called, and only rows this attempt claimed are handed to the provider. So a retried or
-duplicated attempt never sends a key twice:
+The row is claimed — written as `sending` under its unique key, or moved `queued → sending`
+guarded by the status — and committed *before* the provider is called, and only rows this
+attempt claimed are handed to the provider. So a retried or duplicated attempt never sends a
+key twice:
 
 - the provider answered and we recorded it: the row is `sent`/`failed` — returned as it is;
 - the provider said "unavailable" (`ProviderUnavailable`: 429/5xx/network before acceptance):
   the row goes back to `queued` and the error is raised, so Temporal retries and sends it then;
-- **the worker died (or the activity timed out) after the claim and before the answer was
-  recorded**: the row stays `sending` and nobody knows whether the provider accepted it. This is
-  the only unknown-outcome window. It is reconciled by the provider's own reports, which carry
+- **the worker died (or the activity timed out) after the claim (the `sending` row, new or
+  moved from `queued`, committed) and before the answer was recorded**: the row stays
+  `sending` and nobody knows whether the provider accepted it. This is the only
+  unknown-outcome window. It is reconciled by the provider's own reports, which carry
   our message id: SendGrid events carry `custom_args.waymark_message_id`, Twilio status
   callbacks are posted to `/webhooks/twilio/{workspace}/status?wm=<message id>`. Any such event
   moves the row on (`processed`/`sent` → `sent`, `delivered`, `bounce`, ...), see
@@ -37,14 +47,11 @@ duplicated attempt never sends a key twice:
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -61,23 +68,10 @@ from activities.channels import (
     SendOutcome,
 )
 from channels import gate, ledger
-from channels.base import (
-    OutgoingEmail,
-    OutgoingPush,
-    OutgoingSms,
-    ProviderUnavailable,
-    SendResult,
-    SendStatus,
-)
+from channels.base import ProviderUnavailable, SendResult, SendStatus
+from channels.compose import Composer, Item, Prepared, unpack_content
 from channels.metrics import RECEIVED
-from channels.render import (
-    PARTS,
-    RenderContext,
-    TemplateError,
-    profile_context,
-    render,
-    workspace_context,
-)
+from channels.render import TemplateError
 from channels.settings import ChannelSettings, load_channel_settings
 from core.db import session_factory
 from ingest.events import NewEvent, store_events
@@ -86,32 +80,30 @@ from models.base import utcnow
 from models.messages import SourceType
 from models.templates import Template
 
+__all__ = ["OutcomePending", "send_many", "send_one", "unpack_content"]
+
 log = structlog.get_logger(__name__)
 
 UNKNOWN_OUTCOME_AFTER = timedelta(minutes=10)
 EMAIL_BATCH = 1000  # SendGrid: at most 1,000 personalizations per request
 SMS_BATCH = 500  # one provider call and one commit of outcomes per this many SMS
 YIELD_EVERY = 32  # recipients rendered between two yields to the event loop
+CLAIM_PART = 1000  # rows claimed (and recorded) per transaction, several in flight at once
 SETTLED = frozenset(MessageStatus) - {MessageStatus.queued, MessageStatus.sending}
+_STATUS = {
+    SendOutcome.sent: "sent",
+    SendOutcome.failed: "failed",
+    SendOutcome.skipped: "skipped",
+    SendOutcome.held: "queued",
+}
 
-
-_PROFILE_COLUMNS = [
+PROFILE_COLUMNS = [
     getattr(Profile, name)
     for name in (
         "id", "external_id", "email", "phone", "first_name", "last_name", "timezone", "locale",
         "country", "region", "city", "postal_code", "properties",
     )
 ]  # fmt: skip
-
-
-def _names_used(template: Template | None) -> frozenset[str]:
-    """The per-recipient link variables a template's sources mention (by name: templates
-    cannot build variable names). Those it does not mention are not signed for it."""
-    if template is None:
-        return frozenset()
-    sources = [getattr(template, part) or "" for part in PARTS.get(Channel(template.channel), ())]
-    names = ("unsubscribe_url", "preferences_url")
-    return frozenset(n for n in names if any(n in source for source in sources))
 
 
 class OutcomePending(Exception):
@@ -131,35 +123,41 @@ class _Spec:
     from_email: str | None
     from_name: str | None
     reply_to: str | None
+    source: ledger.Source
+    now: datetime | None = None  # the caller's clock, when it runs ahead (see `_Sender._now`)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Recipient:
-    new: ledger.NewMessage
+    key: str
+    profile_id: uuid.UUID
     event: dict[str, Any] | None = None
 
 
-@dataclass
-class _Prepared:
-    key: str
+@dataclass(slots=True)
+class _Result:
+    """One key's outcome (a `SendMessageResult` without pydantic: built per recipient)."""
+
+    outcome: SendOutcome
     message_id: uuid.UUID
-    profile: Any  # a row of _PROFILE_COLUMNS
-    outgoing: list[OutgoingEmail | OutgoingSms | OutgoingPush]
-    claim: ledger.Outgoing
-    properties: dict[str, Any]
+    status: str
+    skip_reason: str | None = None
+    hold_until: datetime | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    replayed: bool = False
 
-
-def _pack(parts: dict[str, Any]) -> tuple[bytes, str]:
-    raw = json.dumps(parts, separators=(",", ":"), ensure_ascii=False).encode()
-    # An 8 KB window and a small hash table: `zlib.compress`'s defaults allocate ~256 KB per
-    # call (mmap'd), which costs more than compressing a message. Plain zlib all the same.
-    packer = zlib.compressobj(1, zlib.DEFLATED, 13, 6)
-    return packer.compress(raw) + packer.flush(), hashlib.sha256(raw).hexdigest()
-
-
-def unpack_content(content: bytes) -> dict[str, Any]:
-    """The rendered parts a message was sent with (`messages.content`)."""
-    return json.loads(zlib.decompress(content))
+    def public(self) -> SendMessageResult:
+        return SendMessageResult(
+            outcome=self.outcome,
+            message_id=self.message_id,
+            status=self.status,
+            skip_reason=self.skip_reason,
+            hold_until=self.hold_until,
+            provider_message_id=self.provider_message_id,
+            error=self.error,
+            replayed=self.replayed,
+        )
 
 
 def _provider_name(provider: Any) -> str:
@@ -174,7 +172,7 @@ class _Sender:
         self.settings = settings
         self.spec = spec
         self.providers = providers
-        self.results: dict[str, SendMessageResult] = {}
+        self.results: dict[str, _Result] = {}
         self.pending = 0
 
     # -- loading -----------------------------------------------------------------------
@@ -192,10 +190,9 @@ class _Sender:
                 )
             )
         ).scalar_one_or_none()
-        self._uses = _names_used(self.template)
         # Core rows (attributes, no ORM identity map): what the gate and templates read.
         rows = await session.execute(
-            select(*_PROFILE_COLUMNS).where(
+            select(*PROFILE_COLUMNS).where(
                 Profile.workspace_id == ws,
                 Profile.id == func.any(cast(list(profile_ids), ARRAY(Uuid))),
             )
@@ -222,10 +219,10 @@ class _Sender:
             outcome = SendOutcome.failed
         else:
             outcome = SendOutcome.sent
-        self.results[key] = SendMessageResult(
-            outcome=outcome,
-            message_id=row.id,
-            status=status.value,
+        self.results[key] = _Result(
+            outcome,
+            row.id,
+            status.value,
             skip_reason=row.skip_reason,
             provider_message_id=row.provider_message_id,
             error=row.error,
@@ -233,49 +230,82 @@ class _Sender:
         )
 
     def _result(self, key: str, message_id: uuid.UUID, outcome: SendOutcome, **kw) -> None:
-        status = {
-            SendOutcome.sent: "sent",
-            SendOutcome.failed: "failed",
-            SendOutcome.skipped: "skipped",
-            SendOutcome.held: "queued",
-        }[outcome]
-        # Built from values of the right types: no validation per recipient.
-        self.results[key] = SendMessageResult.model_construct(
-            outcome=outcome, message_id=message_id, status=status, **kw
-        )
+        self.results[key] = _Result(outcome, message_id, _STATUS[outcome], **kw)
+
+    def _existing(self, key: str, row, now: datetime, unknown: list) -> bool:
+        """Answer a key that has a row; True when it is `queued` (to be sent again)."""
+        if row.status in SETTLED:
+            self._settled(key, row, replayed=True)
+        elif row.status == MessageStatus.sending:
+            if row.sending_at and now - row.sending_at >= UNKNOWN_OUTCOME_AFTER:
+                error = (
+                    "outcome_unknown: the provider call was interrupted and no "
+                    f"provider event arrived within {UNKNOWN_OUTCOME_AFTER}; not resent"
+                )
+                unknown.append(ledger.Outcome(row.id, MessageStatus.failed, error=error))
+                self._result(key, row.id, SendOutcome.failed, error=error)
+            else:
+                self.pending += 1
+        else:
+            return True
+        return False
+
+    async def _written_elsewhere(self, session, items: list[Item]) -> None:
+        """Keys whose row another attempt wrote while this one decided: answered from it
+        (settled), or left to the retry (`OutcomePending`); never sent by this attempt."""
+        if not items:
+            return
+        rows = await ledger.find_many(session, self.spec.workspace_id, [i.key for i in items])
+        for item in items:
+            row = rows.get(item.key)
+            if row is None:  # the profile was erased meanwhile
+                continue
+            if row.status in SETTLED:
+                self._settled(item.key, row, replayed=True)
+            else:
+                self.pending += 1
+
+    async def _write(self, session, items: list[Item], decided: list[ledger.Decided], now):
+        """Write new keys' rows (`insert_decided`); returns the ids written."""
+        ws, source = self.spec.workspace_id, self.spec.source
+        written = await ledger.insert_decided(session, ws, source, decided, now)
+        if len(written) < len(decided):
+            await self._written_elsewhere(
+                session, [i for i in items if i.message_id not in written]
+            )
+        return written
+
+    def _now(self) -> datetime:
+        """The wall clock, or the caller's time when that runs ahead of it (a campaign on
+        Temporal's time-skipping test server): the gate and the ledger's stamps use it."""
+        now = utcnow()
+        return max(now, self.spec.now) if self.spec.now else now
 
     # -- the path --------------------------------------------------------------------------
 
     async def run(
         self, recipients: Sequence[_Recipient], heartbeat: Callable[..., None] | None
-    ) -> dict[str, SendMessageResult]:
+    ) -> dict[str, _Result]:
         ws = self.spec.workspace_id
-        now = utcnow()
+        now = self._now()
         async with session_factory(self.engine)() as session:
-            await self._load(session, [r.new.profile_id for r in recipients])
-            rows = await ledger.open_many(session, ws, [r.new for r in recipients], now)
-            by_key = {r.new.idempotency_key: r for r in recipients}
-            open_rows = []
+            await self._load(session, [r.profile_id for r in recipients])
+            rows = await ledger.find_many(session, ws, [r.key for r in recipients])
+            reopened: list[Item] = []
+            fresh: list[Item] = []
             unknown: list[ledger.Outcome] = []
-            for key, row in rows.items():
-                if row.status in SETTLED:
-                    self._settled(key, row, replayed=True)
-                elif row.status == MessageStatus.sending:
-                    if row.sending_at and now - row.sending_at >= UNKNOWN_OUTCOME_AFTER:
-                        error = (
-                            "outcome_unknown: the provider call was interrupted and no "
-                            f"provider event arrived within {UNKNOWN_OUTCOME_AFTER}; not resent"
-                        )
-                        unknown.append(ledger.Outcome(row.id, MessageStatus.failed, error=error))
-                        self._result(key, row.id, SendOutcome.failed, error=error)
-                    else:
-                        self.pending += 1
-                else:
-                    open_rows.append(row)
+            for r in recipients:
+                profile = self.profiles.get(r.profile_id)
+                row = rows.get(r.key)
+                if row is not None:
+                    if self._existing(r.key, row, now, unknown) and profile is not None:
+                        reopened.append(Item(r.key, row.id, profile, r.event, True))
+                elif profile is not None:  # else erased: nothing to send, nothing to record
+                    fresh.append(Item(r.key, uuid.uuid4(), profile, r.event, False))
             await ledger.mark_outcomes(session, ws, unknown, now)
-            sendable = await self._gate(session, open_rows, now)
+            sendable = await self._gate(session, reopened, fresh, now)
             await session.commit()
-        await self._pipeline(sendable, by_key, heartbeat)
+        await self._pipeline(sendable, heartbeat)
         if self.pending:
             raise OutcomePending(
                 f"{self.pending} message(s) are in `sending` after an interrupted attempt; "
@@ -283,12 +313,31 @@ class _Sender:
             )
         return self.results
 
-    async def _gate(self, session, open_rows, now) -> list:
-        """Gate the batch (one query): skips and holds recorded; the rows to send returned."""
+    def _composer(self) -> Composer:
+        spec = self.spec
+        return Composer(
+            settings=self.settings,
+            workspace=self.workspace,
+            template=self.template,
+            channel=spec.channel,
+            transactional=spec.transactional,
+            utm={**self.channel_settings.utm, **spec.utm},
+            sender={
+                "from_email": spec.from_email,
+                "from_name": spec.from_name,
+                "reply_to": spec.reply_to,
+            },
+            source_type=SourceType(spec.source.source_type).value,
+            provider=_provider_name(self._provider()),
+            subscriptions=self.subscriptions,
+        )
+
+    async def _gate(self, session, reopened: list[Item], fresh: list[Item], now) -> list[Item]:
+        """Gate the batch (one query): skips and holds recorded; the items to send returned."""
         ws, spec = self.spec.workspace_id, self.spec
         if self.template is None or self.template.channel != spec.channel:
             error = f"template {spec.template_id} not found for channel {spec.channel.value}"
-            return await self._fail_queued(session, open_rows, error, now)
+            return await self._fail_all(session, reopened, fresh, error, now)
         provider_config = getattr(self.providers, "config", {}).get(Channel.email, {})
         spec.from_email = spec.from_email or self.channel_settings.from_email
         spec.from_email = spec.from_email or provider_config.get("from_email")
@@ -298,12 +347,12 @@ class _Sender:
         spec.reply_to = spec.reply_to or provider_config.get("reply_to")
         if spec.channel == Channel.email and not spec.from_email:
             error = "no sender: set from_email in the channel settings, credentials or message"
-            return await self._fail_queued(session, open_rows, error, now)
-        profiles = [self.profiles[r.profile_id] for r in open_rows]
+            return await self._fail_all(session, reopened, fresh, error, now)
+        items = reopened + fresh
         decisions = await gate.check_many(
             session,
             workspace_id=ws,
-            profiles=profiles,
+            profiles=[i.profile for i in items],
             channel=spec.channel,
             transactional=spec.transactional,
             smart_sending=spec.smart_sending,
@@ -311,172 +360,155 @@ class _Sender:
             settings=self.channel_settings,
         )
         skips, holds, sendable = [], [], []
-        for row in open_rows:
-            decision = decisions[row.profile_id]
-            key = row.idempotency_key
-            if decision.action == gate.GateAction.skip:
-                skips.append((row.id, decision.reason))
-                self._result(key, row.id, SendOutcome.skipped, skip_reason=decision.reason)
-            elif decision.action == gate.GateAction.hold:
-                holds.append((row.id, decision.hold_until))
-                self._result(key, row.id, SendOutcome.held, hold_until=decision.hold_until)
+        decided: list[ledger.Decided] = []
+        undecided: list[tuple[Item, gate.GateDecision]] = []
+        for item in items:
+            decision = decisions[item.profile.id]
+            action = decision.action
+            if action == gate.GateAction.send:
+                sendable.append(item)
+            elif not item.existing:
+                undecided.append((item, decision))
+                decided.append(
+                    ledger.Decided(
+                        item.message_id,
+                        item.key,
+                        item.profile.id,
+                        MessageStatus.skipped
+                        if action == gate.GateAction.skip
+                        else MessageStatus.queued,
+                        skip_reason=decision.reason,
+                        hold_until=decision.hold_until,
+                    )
+                )
             else:
-                sendable.append(row)
+                self._decided(item, decision)
+                if action == gate.GateAction.skip:
+                    skips.append((item.message_id, decision.reason))
+                else:
+                    holds.append((item.message_id, decision.hold_until))
         await ledger.mark_skipped(session, ws, skips, now)
         await ledger.mark_held(session, ws, holds, now)
+        written = await self._write(session, [i for i, _ in undecided], decided, now)
+        for item, decision in undecided:
+            if item.message_id in written:
+                self._decided(item, decision)
         return sendable
 
-    async def _render_and_claim(self, rows, by_key) -> list[_Prepared]:
-        """Render a chunk and claim it (`queued → sending`, committed): what may go out."""
-        ws, now = self.spec.workspace_id, utcnow()
-        failures, prepared = [], []
-        workspace = workspace_context(self.workspace)
-        for i, row in enumerate(rows):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                # Let the provider call of the previous chunk (same event loop) move on.
-                await asyncio.sleep(0)
-            key = row.idempotency_key
-            try:
-                profile = self.profiles[row.profile_id]
-                prepared.append(self._prepare(row, profile, by_key[key].event, workspace))
-            except TemplateError as exc:
-                error = f"template_error: {exc}"
-                failures.append(ledger.Outcome(row.id, MessageStatus.failed, error=error))
-                self._result(key, row.id, SendOutcome.failed, error=error)
-        async with session_factory(self.engine)() as session:
-            await ledger.mark_outcomes(session, ws, failures, now, expected=MessageStatus.queued)
-            claims = [p.claim for p in prepared]
-            claimed = await ledger.mark_sending(session, ws, claims, now)
-            await session.commit()
-        return [p for p in prepared if p.message_id in claimed]
+    def _decided(self, item: Item, decision: gate.GateDecision) -> None:
+        if decision.action == gate.GateAction.skip:
+            self._result(
+                item.key, item.message_id, SendOutcome.skipped, skip_reason=decision.reason
+            )
+        else:
+            self._result(
+                item.key, item.message_id, SendOutcome.held, hold_until=decision.hold_until
+            )
 
-    async def _fail_queued(self, session, rows, error: str, now) -> list[_Prepared]:
-        outcomes = [ledger.Outcome(r.id, MessageStatus.failed, error=error) for r in rows]
+    async def _fail_all(self, session, reopened, fresh, error: str, now) -> list[Item]:
+        outcomes = [
+            ledger.Outcome(i.message_id, MessageStatus.failed, error=error) for i in reopened
+        ]
         await ledger.mark_outcomes(
             session, self.spec.workspace_id, outcomes, now, expected=MessageStatus.queued
         )
-        for row in rows:
-            self._result(row.idempotency_key, row.id, SendOutcome.failed, error=error)
+        decided = [
+            ledger.Decided(i.message_id, i.key, i.profile.id, MessageStatus.failed, error=error)
+            for i in fresh
+        ]
+        written = await self._write(session, fresh, decided, now)
+        for item in reopened + [i for i in fresh if i.message_id in written]:
+            self._result(item.key, item.message_id, SendOutcome.failed, error=error)
         return []
 
-    def _prepare(self, row, profile, event, workspace) -> _Prepared:
-        from channels import links
+    # -- per chunk -----------------------------------------------------------------------------
 
-        spec, cs = self.spec, self.channel_settings
-        channel, mid = spec.channel, row.id
-        ids = {"settings": self.settings, "workspace_id": spec.workspace_id}
-        ids |= {"profile_id": profile.id, "message_id": mid}
-        # Signed per recipient: only when the message needs it (the email's footer and
-        # headers) or the template names it.
-        uses = self._uses
-        unsubscribe = None
-        if channel == Channel.email or "unsubscribe_url" in uses:
-            unsubscribe = links.unsubscribe_url(**ids, channel=channel)
-        preferences = None
-        if "preferences_url" in uses:
-            preferences = links.preferences_url(**ids, channel=channel)
-        context = RenderContext(
-            profile=profile_context(profile),
-            event=event,
-            workspace=workspace,
-            unsubscribe_url=unsubscribe if "unsubscribe_url" in uses else None,
-            preferences_url=preferences,
-            message_id=str(mid),
-        )
-        rendered = render(self.template, context)
-        utm = {**cs.utm, **spec.utm}
-        props: dict[str, Any] = {"message_id": str(mid), "channel": channel.value}
-        sources = {
-            "flow_id": row.flow_id,
-            "step_id": row.step_id,
-            "campaign_id": row.campaign_id,
-            "campaign_message_id": row.campaign_message_id,
-            "template_id": row.template_id,
-        }
-        props |= {k: str(v) for k, v in sources.items() if v is not None}
-        outgoing: list[Any]
-        if channel == Channel.email:
-            tagged = links.prepare_email_tagged(
-                rendered.html or "",
-                rendered.text or "",
-                **ids,
-                utm=utm,
-                preheader=rendered.preheader,
-                unsubscribe_url=None if spec.transactional else unsubscribe,
-                personal_urls=tuple(u for u in (unsubscribe, preferences) if u),
+    async def _render_and_claim(self, items: list[Item]) -> list[Prepared]:
+        """Render a chunk and claim it (committed): what may go out. A new key's row is
+        written here, as `sending` with its content (or `failed`, when it does not render).
+
+        Claimed part by part (`CLAIM_PART`), each part in its own transaction while the next
+        is rendered: PostgreSQL writes one part while Python renders the next. Should a claim
+        fail, the parts already claimed are handed back (`queued`) before the error is raised:
+        nothing is left in `sending` that was never handed to the provider."""
+        composer = self.composer
+        claims: list[asyncio.Task] = []
+        for start in range(0, len(items), CLAIM_PART):
+            prepared: list[Prepared] = []
+            failed: list[tuple[Item, str]] = []
+            for i, item in enumerate(items[start : start + CLAIM_PART]):
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    # Let the claims and provider calls before this one (same loop) move on.
+                    await asyncio.sleep(0)
+                try:
+                    prepared.append(composer.prepare(item))
+                except TemplateError as exc:
+                    failed.append((item, f"template_error: {exc}"))
+            claims.append(asyncio.create_task(self._claim(prepared, failed)))
+            await asyncio.sleep(0)  # the claim's statement goes out now
+        parts = await asyncio.gather(*claims, return_exceptions=True)
+        errors = [p for p in parts if isinstance(p, BaseException)]
+        claimed = [c for p in parts if not isinstance(p, BaseException) for c in p]
+        if errors:
+            await self._hand_back(claimed, f"claim failed: {errors[0]!r}")
+            raise errors[0]
+        return claimed
+
+    async def _claim(
+        self, prepared: list[Prepared], failed: list[tuple[Item, str]]
+    ) -> list[Prepared]:
+        ws, now = self.spec.workspace_id, utcnow()
+        sending = MessageStatus.sending
+        decided = [
+            ledger.Decided(
+                p.item.message_id, p.item.key, p.item.profile.id, sending, outgoing=p.claim
             )
-            headers = {} if spec.transactional else links.unsubscribe_headers(unsubscribe)
-            email = OutgoingEmail(
-                message_id=mid,
-                to=profile.email,
-                from_email=spec.from_email,
-                from_name=spec.from_name,
-                reply_to=spec.reply_to,
-                subject=rendered.subject or "",
-                html=tagged.html,
-                text=tagged.text,
-                headers=headers,
-                categories=(row.source_type,),
-                custom_args={
-                    "waymark_message_id": str(mid),
-                    "waymark_workspace_id": str(spec.workspace_id),
-                    "waymark_profile_id": str(profile.id),
-                },
-                substitutions=tagged.substitutions,
-            )
-            outgoing, to = [email], profile.email
-            # The ledger keeps the content as the recipient gets it (substitutions applied).
-            parts = {"subject": email.subject, "preheader": rendered.preheader}
-            parts |= {"html": tagged.real_html, "text": tagged.real_text}
-            props["subject"] = email.subject
-        elif channel in (Channel.sms, Channel.whatsapp):
-            body = links.track_text_links(rendered.body or "", **ids, channel=channel, utm=utm)
-            base = self.settings.public_url.rstrip("/")
-            sms = OutgoingSms(
-                message_id=mid,
-                to=profile.phone,
-                body=body,
-                status_callback=f"{base}/webhooks/twilio/{spec.workspace_id}/status?wm={mid}",
-                whatsapp=channel == Channel.whatsapp,
-            )
-            outgoing, to, parts = [sms], profile.phone, {"body": body}
-        else:
-            url = rendered.push_url
-            if url:
-                url = links.push_click_url(url, **ids, utm=utm)
-            payload = {
-                "title": rendered.push_title,
-                "body": rendered.body,
-                "url": url,
-                "icon": rendered.push_icon,
-                "message_id": str(mid),
-            }
-            subs = self.subscriptions.get(profile.id, [])
-            outgoing = [
-                OutgoingPush(mid, s.id, s.endpoint, s.p256dh, s.auth, payload) for s in subs
+            for p in prepared
+            if not p.item.existing
+        ]
+        decided += [
+            ledger.Decided(i.message_id, i.key, i.profile.id, MessageStatus.failed, error=error)
+            for i, error in failed
+            if not i.existing
+        ]
+        async with session_factory(self.engine)() as session:
+            failures = [
+                ledger.Outcome(i.message_id, MessageStatus.failed, error=error)
+                for i, error in failed
+                if i.existing
             ]
-            to, parts = ",".join(str(s.id) for s in subs), payload
-        content, digest = _pack(parts)
-        provider = _provider_name(self._provider())
-        claim = ledger.Outgoing(mid, to, parts.get("subject"), content, digest, provider)
-        return _Prepared(row.idempotency_key, mid, profile, outgoing, claim, props)
+            await ledger.mark_outcomes(session, ws, failures, now, expected=MessageStatus.queued)
+            claims = [p.claim for p in prepared if p.item.existing]
+            claimed = await ledger.mark_sending(session, ws, claims, now)
+            new = [p.item for p in prepared if not p.item.existing]
+            new += [i for i, _ in failed if not i.existing]
+            claimed |= await self._write(session, new, decided, now)
+            await session.commit()
+        for item, error in failed:
+            if item.existing or item.message_id in claimed:
+                self._result(item.key, item.message_id, SendOutcome.failed, error=error)
+        return [p for p in prepared if p.item.message_id in claimed]
 
     def _provider(self):
         return getattr(self.providers, self.spec.channel.value)
 
-    async def _pipeline(self, sendable: list, by_key, heartbeat) -> None:
+    async def _pipeline(self, sendable: list[Item], heartbeat) -> None:
         """Render and claim chunk N+1 while chunk N is with the provider (one call in flight).
 
         A chunk is claimed (committed) before its provider call, as always. When a call stays
         unavailable, the chunk claimed meanwhile is handed back too, and later chunks were
-        never claimed: all of them are `queued` for the retry."""
+        never claimed: all of them are `queued` for the retry (new keys of later chunks have
+        no row yet)."""
         size = EMAIL_BATCH if self.spec.channel == Channel.email else SMS_BATCH
         self.delivered = 0
         self.recording: list[asyncio.Task] = []
+        if not sendable:
+            return
+        self.composer = self._composer()
         in_flight: asyncio.Task | None = None
         try:
             for start in range(0, len(sendable), size):
-                claimed = await self._render_and_claim(sendable[start : start + size], by_key)
+                claimed = await self._render_and_claim(sendable[start : start + size])
                 if in_flight is not None:
                     task, in_flight = in_flight, None
                     try:
@@ -501,7 +533,7 @@ class _Sender:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def _deliver(self, chunk: list[_Prepared], heartbeat) -> None:
+    async def _deliver(self, chunk: list[Prepared], heartbeat) -> None:
         try:
             answers = await self._call(chunk)
         except ProviderUnavailable as exc:
@@ -509,18 +541,22 @@ class _Sender:
             # those, so they are never sent again; hand the rest back for the retry.
             answered = self._answers(getattr(exc, "results", None) or [])
             if answered:
-                await self._record([p for p in chunk if p.message_id in answered], answered)
-            await self._hand_back([p for p in chunk if p.message_id not in answered], str(exc))
+                await self._record([p for p in chunk if p.item.message_id in answered], answered)
+            await self._hand_back([p for p in chunk if p.item.message_id not in answered], str(exc))
             raise
         self.recording.append(asyncio.create_task(self._record_chunk(chunk, answers, heartbeat)))
 
-    async def _record_chunk(self, chunk: list[_Prepared], answers, heartbeat) -> None:
-        await self._record(chunk, answers)
+    async def _record_chunk(self, chunk: list[Prepared], answers, heartbeat) -> None:
+        # In parts, each its own transaction, concurrently: PostgreSQL's backends share the
+        # writes. A part that fails leaves its rows `sending` (the unknown window: reconciled
+        # by webhooks), as a crash there would.
+        parts = [chunk[i : i + CLAIM_PART] for i in range(0, len(chunk), CLAIM_PART)]
+        await asyncio.gather(*(self._record(part, answers) for part in parts))
         self.delivered += len(chunk)
         if heartbeat is not None:
             heartbeat(self.delivered)
 
-    async def _call(self, chunk: list[_Prepared]) -> dict[uuid.UUID, list[SendResult]]:
+    async def _call(self, chunk: list[Prepared]) -> dict[uuid.UUID, list[SendResult]]:
         provider = self._provider()
         outgoing = [o for p in chunk for o in p.outgoing]
         if self.spec.channel == Channel.email:
@@ -538,43 +574,60 @@ class _Sender:
             answers.setdefault(result.message_id, []).append(result)
         return answers
 
-    async def _hand_back(self, prepared: list[_Prepared], error: str) -> None:
+    async def _hand_back(self, prepared: list[Prepared], error: str) -> None:
         error = f"provider_unavailable: {error}"
         outcomes = [
-            ledger.Outcome(p.message_id, MessageStatus.queued, error=error) for p in prepared
+            ledger.Outcome(p.item.message_id, MessageStatus.queued, error=error) for p in prepared
         ]
         async with session_factory(self.engine)() as session:
-            await ledger.mark_outcomes(session, self.spec.workspace_id, outcomes, utcnow())
+            await ledger.mark_outcomes(session, self.spec.workspace_id, outcomes, self._now())
             await session.commit()
 
-    async def _record(self, chunk: list[_Prepared], answers) -> None:
-        now = utcnow()
+    def _event_properties(self) -> dict[str, Any]:
+        source = self.spec.source
+        props: dict[str, Any] = {"channel": self.spec.channel.value}
+        sources = {
+            "flow_id": source.flow_id,
+            "step_id": source.step_id,
+            "campaign_id": source.campaign_id,
+            "campaign_message_id": source.campaign_message_id,
+            "template_id": source.template_id,
+        }
+        return props | {k: str(v) for k, v in sources.items() if v is not None}
+
+    async def _record(self, chunk: list[Prepared], answers) -> None:
+        now = self._now()
         outcomes, events = [], []
         metric = RECEIVED[self.spec.channel]
+        base = self._event_properties()
+        sent_status, failed_status = MessageStatus.sent, MessageStatus.failed
         for p in chunk:
-            results = answers.get(p.message_id, [])
+            mid, key = p.item.message_id, p.item.key
+            results = answers.get(mid, [])
             sent = [r for r in results if r.status == SendStatus.sent]
-            key = p.key
             if sent:
                 ids = [r.provider_message_id for r in sent if r.provider_message_id]
                 provider_id = ",".join(ids) or None
-                outcomes.append(ledger.Outcome(p.message_id, MessageStatus.sent, provider_id))
+                outcomes.append(ledger.Outcome(mid, sent_status, provider_id))
+                properties = {"message_id": str(mid), **base}
+                if p.subject is not None:
+                    properties["subject"] = p.subject
                 events.append(
                     NewEvent(
-                        profile_id=p.profile.id,
+                        profile_id=p.item.profile.id,
                         metric=metric,
-                        message_id=f"waymark:{p.message_id}:received",
+                        message_id=f"waymark:{mid}:received",
                         occurred_at=now,
-                        properties=p.properties,
+                        properties=properties,
                     )
                 )
-                self._result(key, p.message_id, SendOutcome.sent, provider_message_id=provider_id)
+                self._result(key, mid, SendOutcome.sent, provider_message_id=provider_id)
             else:
                 error = "; ".join(r.error or "refused" for r in results) or (
                     "no_push_subscription" if self.spec.channel == Channel.push else "no answer"
                 )
-                outcomes.append(ledger.Outcome(p.message_id, MessageStatus.failed, error=error))
-                self._result(key, p.message_id, SendOutcome.failed, error=error)
+                outcomes.append(ledger.Outcome(mid, failed_status, error=error))
+                self._result(key, mid, SendOutcome.failed, error=error)
         async with session_factory(self.engine)() as session:
             await ledger.mark_outcomes(session, self.spec.workspace_id, outcomes, now)
             await store_events(session, self.spec.workspace_id, events)
@@ -588,57 +641,57 @@ async def _run(
     recipients: list[_Recipient],
     heartbeat: Callable[..., None] | None,
     providers: Any,
-) -> dict[str, SendMessageResult]:
-    if providers is None:
-        from channels.credentials import providers_for
+) -> dict[str, _Result]:
+    if providers is not None:
+        return await _Sender(engine, settings, spec, providers).run(recipients, heartbeat)
+    from channels.credentials import providers_for
 
-        providers = await providers_for(engine, settings, spec.workspace_id)
+    providers = await providers_for(engine, settings, spec.workspace_id)
+    # Providers that hold connections (Twilio's HTTP client) keep them for the whole call.
+    provider = getattr(providers, spec.channel.value)
+    if hasattr(provider, "__aenter__"):
+        async with provider:
+            return await _Sender(engine, settings, spec, providers).run(recipients, heartbeat)
     return await _Sender(engine, settings, spec, providers).run(recipients, heartbeat)
 
 
-def _sender_fields(input: SendMessageInput | SendMessagesInput) -> dict[str, Any]:
-    return {
-        "workspace_id": input.workspace_id,
-        "channel": Channel(input.channel),
-        "template_id": input.template_id,
-        "transactional": input.transactional,
-        "smart_sending": input.smart_sending,
-        "utm": dict(input.utm),
-        "from_email": input.sender.from_email,
-        "from_name": input.sender.from_name,
-        "reply_to": input.sender.reply_to,
-    }
+def _spec(input: SendMessageInput | SendMessagesInput) -> _Spec:
+    return _Spec(
+        workspace_id=input.workspace_id,
+        channel=Channel(input.channel),
+        template_id=input.template_id,
+        transactional=input.transactional,
+        smart_sending=input.smart_sending,
+        utm=dict(input.utm),
+        from_email=input.sender.from_email,
+        from_name=input.sender.from_name,
+        reply_to=input.sender.reply_to,
+        source=ledger.Source(
+            channel=Channel(input.channel),
+            source_type=SourceType(input.source_type),
+            transactional=input.transactional,
+            template_id=input.template_id,
+            flow_id=input.flow_id,
+            flow_version=input.flow_version,
+            step_id=input.step_id,
+            journey_id=getattr(input, "journey_id", None),
+            campaign_id=input.campaign_id,
+            campaign_message_id=input.campaign_message_id,
+        ),
+        now=getattr(input, "now", None),
+    )
 
 
 async def send_one(
     engine: AsyncEngine, settings: Any, input: SendMessageInput, *, providers: Any = None
 ) -> SendMessageResult:
     """Send one message (safe to call again with the same key: see the module docstring)."""
-    new = _new_message(input, input.idempotency_key, input.profile_id)
-    spec = _Spec(**_sender_fields(input))
-    results = await _run(engine, settings, spec, [_Recipient(new, input.event)], None, providers)
+    recipient = _Recipient(input.idempotency_key, input.profile_id, input.event)
+    results = await _run(engine, settings, _spec(input), [recipient], None, providers)
     result = results.get(input.idempotency_key)
     if result is None:  # the profile is gone (erased): nothing to send, nothing to record
         return SendMessageResult(outcome=SendOutcome.skipped, skip_reason="no_profile")
-    return result
-
-
-def _new_message(input: Any, key: str, profile_id: uuid.UUID) -> ledger.NewMessage:
-    """The ledger row a send input asks for (single and batch inputs share these fields)."""
-    return ledger.NewMessage(
-        idempotency_key=key,
-        profile_id=profile_id,
-        channel=Channel(input.channel),
-        source_type=SourceType(input.source_type),
-        transactional=input.transactional,
-        template_id=input.template_id,
-        flow_id=input.flow_id,
-        flow_version=input.flow_version,
-        step_id=input.step_id,
-        journey_id=getattr(input, "journey_id", None),
-        campaign_id=input.campaign_id,
-        campaign_message_id=input.campaign_message_id,
-    )
+    return result.public()
 
 
 async def send_many(
@@ -650,15 +703,15 @@ async def send_many(
     providers: Any = None,
 ) -> SendMessagesResult:
     """One template to many profiles; one key per profile (`{prefix}:{profile_id}`)."""
+    prefix = input.idempotency_prefix
     recipients = [
-        _Recipient(_new_message(input, f"{input.idempotency_prefix}:{profile_id}", profile_id))
+        _Recipient(f"{prefix}:{profile_id}", profile_id)
         for profile_id in dict.fromkeys(input.profile_ids)
     ]
-    spec = _Spec(**_sender_fields(input))
-    results = await _run(engine, settings, spec, recipients, heartbeat, providers)
+    results = await _run(engine, settings, _spec(input), recipients, heartbeat, providers)
     summary = SendMessagesResult(missing=len(recipients) - len(results))
     skipped: Counter[str] = Counter()
-    by_key = {r.new.idempotency_key: r.new.profile_id for r in recipients}
+    by_key = {r.key: r.profile_id for r in recipients}
     for key, result in results.items():
         summary.replayed += result.replayed
         if result.outcome == SendOutcome.sent:

@@ -15,7 +15,7 @@ from rich.console import Console
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cli.flows import WorkspaceOpt, _print, _workspace, apply_flows
+from cli.flows import WorkspaceOpt, _print, _workspace, apply_flows, notify_journeys
 from core.db import create_engine, session_scope
 from core.settings import get_settings
 
@@ -68,8 +68,11 @@ def install(
     class _Undo(Exception):  # rolls the session back, carrying the result out
         pass
 
+    warnings: list[str] = []
+
     async def main():
-        engine = create_engine(get_settings())
+        settings = get_settings()
+        engine = create_engine(settings)
         try:
             async with session_scope(engine) as session:
                 ws = await _workspace(session, workspace)
@@ -77,7 +80,9 @@ def install(
                 plans = await apply_flows(session, ws, FLOW_EXAMPLES, dry_run=dry_run)
                 if dry_run or any(p.errors for p in plans):
                     raise _Undo(created, plans)
-                return created, plans
+            # Committed: tell running journeys of example flows that changed (as `flows apply`).
+            warnings.extend(await notify_journeys(engine, settings, ws, plans))
+            return created, plans
         except _Undo as undo:
             return undo.args
         finally:
@@ -91,5 +96,7 @@ def install(
     for line in created:
         console.print(f"created    {line}", markup=False)
     _print(plans, show_diff=False)
+    for warning in warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False)
     if any(p.errors for p in plans):
         raise typer.Exit(1)

@@ -5,6 +5,12 @@ Files are matched to flows by `name`; templates, lists and segments may be named
 writes nothing when any has errors; then it creates missing flows and publishes a new version
 only for files that changed, printing each diff. Exit codes: 0 ok, 1 validation errors (or a
 missing workspace), 2 usage — so it fits a deploy pipeline.
+
+Like the API, `apply` then tells the running journeys of each changed flow (`flows.hooks`,
+through `TEMPORAL_ADDRESS`): they move to the new version at the step with the same id. When
+Temporal is not configured or unreachable it says so and still exits 0 (the versions are
+saved); those journeys follow the new version from their next step, but a delay they already
+sleep in is not re-timed.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.db import create_engine, session_scope
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Flows kept as YAML files (flows as code).")
 console = Console()
@@ -45,6 +51,7 @@ class FilePlan:
     diff: object | None = None  # flows.diff.FlowDiff
     action: str = "unchanged"  # created, updated, unchanged, invalid
     version: int | None = None
+    signalled: int | None = None  # running journeys told of the new version
 
 
 async def _workspace(session: AsyncSession, workspace: uuid.UUID | None) -> uuid.UUID:
@@ -137,12 +144,43 @@ async def apply_flows(
     return plans
 
 
+async def notify_journeys(
+    engine: AsyncEngine, settings: Settings, workspace_id: uuid.UUID, plans: list[FilePlan]
+) -> list[str]:
+    """After `apply` committed: signal the running journeys of every flow that got a new
+    version, as the API does. Returns warnings (nothing is raised: the versions are saved)."""
+    from flows import hooks
+
+    changed = [p for p in plans if p.version and p.flow_id and p.action == "updated"]
+    if not changed:
+        return []
+    if not settings.temporal_address:
+        return [
+            "running journeys not told of the new versions: TEMPORAL_ADDRESS is not set "
+            "(they follow them from their next step)"
+        ]
+    from core import temporal
+
+    try:
+        client = await temporal.connect(settings)
+    except Exception as exc:  # unreachable: the versions are saved all the same
+        return [f"running journeys not told of the new versions: Temporal unreachable ({exc})"]
+    async with session_scope(engine) as session:
+        for plan in changed:
+            plan.signalled = await hooks.on_published(
+                client, session, workspace_id, plan.flow_id, plan.version
+            )
+    return []
+
+
 def _print(plans: list[FilePlan], *, show_diff: bool) -> None:
     from flows.diff import format_diff
 
     for plan in plans:
         title = plan.name or plan.file.name
         suffix = f"  (version {plan.version})" if plan.version else ""
+        if plan.signalled is not None:
+            suffix += f"  {plan.signalled} running journeys moved to it"
         console.print(f"{plan.action:<9}  {title}  [{plan.file.name}]{suffix}", markup=False)
         for label, issues in (("error", plan.errors), ("warning", plan.warnings)):
             for i in issues:
@@ -154,14 +192,20 @@ def _print(plans: list[FilePlan], *, show_diff: bool) -> None:
 
 
 def _run(path: Path, workspace: uuid.UUID | None, *, write: bool, dry_run: bool, show_diff: bool):
+    warnings: list[str] = []
+
     async def main() -> list[FilePlan]:
-        engine: AsyncEngine = create_engine(get_settings())
+        settings = get_settings()
+        engine: AsyncEngine = create_engine(settings)
         try:
             async with session_scope(engine) as session:
                 ws = await _workspace(session, workspace)
-                if write:
-                    return await apply_flows(session, ws, path, dry_run=dry_run)
-                return await plan_flows(session, ws, path)
+                if not write:
+                    return await plan_flows(session, ws, path)
+                plans = await apply_flows(session, ws, path, dry_run=dry_run)
+            # Committed: now the running journeys may be told.
+            warnings.extend(await notify_journeys(engine, settings, ws, plans))
+            return plans
         finally:
             await engine.dispose()
 
@@ -171,6 +215,8 @@ def _run(path: Path, workspace: uuid.UUID | None, *, write: bool, dry_run: bool,
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     _print(plans, show_diff=show_diff)
+    for warning in warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False)
     if any(p.errors for p in plans):
         console.print("[red]validation errors: nothing applied[/red]" if write else "")
         raise typer.Exit(1)

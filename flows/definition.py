@@ -104,10 +104,10 @@ class FlowSettings(_Model):
 
 class Duration(_Model):
     amount: int = Field(ge=1, le=100_000)
-    unit: Literal["minutes", "hours", "days"] = "days"
+    unit: Literal["seconds", "minutes", "hours", "days"] = "days"
 
     def seconds(self) -> int:
-        return self.amount * {"minutes": 60, "hours": 3600, "days": 86400}[self.unit]
+        return self.amount * {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}[self.unit]
 
 
 class UntilTime(_Model):

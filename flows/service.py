@@ -146,10 +146,10 @@ async def publish(
 ) -> tuple[FlowVersion | None, ValidationReport]:
     """Publish the draft as version N+1 (None when it equals the live version already).
     Validation errors raise FlowInvalid; a draft flow goes live."""
+    # One publisher at a time per flow: the version numbers stay dense and unique.
+    await _lock(session, flow)
     if flow.status == S.deleted:
         raise FlowError(409, "flow_deleted", "restore the flow (status paused) before publishing")
-    # One publisher at a time per flow: the version numbers stay dense and unique.
-    await session.execute(select(Flow.id).where(Flow.id == flow.id).with_for_update())
     definition = FlowDefinition.model_validate(flow.draft)
     report = await validate_flow(session, flow.workspace_id, definition, settings=settings)
     if report.errors:
@@ -177,6 +177,13 @@ async def publish(
     return version, report
 
 
+async def _lock(session: AsyncSession, flow: Flow) -> None:
+    """Lock the flow's row for this transaction and reload it: changes to one flow (publish,
+    status) run one at a time, each on the committed state."""
+    query = select(Flow).where(Flow.id == flow.id).with_for_update()
+    await session.execute(query.execution_options(populate_existing=True))
+
+
 def _log(session: AsyncSession, flow: Flow, to: FlowStatus, author: str) -> None:
     session.add(
         FlowStatusChange(
@@ -193,8 +200,10 @@ def _log(session: AsyncSession, flow: Flow, to: FlowStatus, author: str) -> None
 async def change_status(
     session: AsyncSession, flow: Flow, to: FlowStatus, *, author: str
 ) -> FlowStatus | None:
-    """Move the flow to `to`; returns the previous status, or None when it was already there."""
+    """Move the flow to `to`; returns the previous status, or None when it was already there.
+    The caller commits, then tells running journeys (`flows.hooks.on_status_changed`)."""
     to = FlowStatus(to)
+    await _lock(session, flow)
     current = FlowStatus(flow.status)
     if to == current:
         return None

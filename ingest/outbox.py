@@ -7,6 +7,12 @@ It wakes on PostgreSQL NOTIFY (sent by a trigger on insert) for low latency and 
 rows left by a process that died after committing are still delivered. If the router fails, the
 transaction rolls back and the rows are delivered again later: routers must be idempotent (the
 journey router uses deterministic workflow ids, so a re-delivered event starts nothing twice).
+
+The same dispatcher drains `membership_outbox` (list joins and segment entries owed to list- and
+segment-triggered flows, written by triggers in the change's transaction; see
+`models/membership_outbox.py`) and hands them to the routers that take them
+(`MembershipRouter`), in a transaction of their own right after the events: segment entries made
+by routing a batch of events are delivered in the same `dispatch_once`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 import structlog
@@ -41,9 +47,34 @@ class StoredEvent:
     properties: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class MembershipChange:
+    """A list join or segment entry owed to one flow (a `membership_outbox` row)."""
+
+    id: int
+    workspace_id: uuid.UUID
+    flow_id: uuid.UUID
+    profile_id: uuid.UUID
+    trigger_type: str  # list_joined | segment_entered
+    list_id: uuid.UUID | None
+    segment_id: uuid.UUID | None
+    change_id: int
+    source: str | None
+    occurred_at: datetime
+
+
+@runtime_checkable
 class EventRouter(Protocol):
     async def route(self, session: AsyncSession, events: Sequence[StoredEvent]) -> None:
         """Act on newly stored events. Runs inside the claiming transaction."""
+
+
+@runtime_checkable
+class MembershipRouter(Protocol):
+    async def route_memberships(
+        self, session: AsyncSession, changes: Sequence[MembershipChange]
+    ) -> None:
+        """Act on list joins / segment entries. Runs inside the claiming transaction."""
 
 
 _CLAIM = text(
@@ -57,6 +88,14 @@ _CLAIM = text(
     """
 )
 _DONE = text("DELETE FROM event_outbox WHERE event_id = ANY(CAST(:ids AS bigint[]))")
+_CLAIM_MEMBERSHIPS = text(
+    """
+    SELECT id, workspace_id, flow_id, profile_id, trigger_type, list_id, segment_id, change_id,
+           source, occurred_at
+    FROM membership_outbox ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+    """
+)
+_DONE_MEMBERSHIPS = text("DELETE FROM membership_outbox WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 class OutboxDispatcher:
@@ -64,19 +103,25 @@ class OutboxDispatcher:
         self,
         engine: AsyncEngine,
         database_url: str,
-        routers: Sequence[EventRouter],
+        routers: Sequence[EventRouter | MembershipRouter],
         *,
         batch_size: int = 500,
         poll_interval: float = 2.0,
     ) -> None:
         self.engine = engine
         self.database_url = database_url
-        self.routers = list(routers)
+        self.routers = [r for r in routers if isinstance(r, EventRouter)]
+        self.membership_routers = [r for r in routers if isinstance(r, MembershipRouter)]
         self.batch_size = batch_size
         self.poll_interval = poll_interval
 
     async def dispatch_once(self) -> int:
-        """Deliver up to one batch; returns how many events were delivered."""
+        """Deliver up to one batch of events, then of membership changes; returns how many
+        events and changes were delivered."""
+        delivered = await self._dispatch_events()
+        return delivered + await self._dispatch_memberships()
+
+    async def _dispatch_events(self) -> int:
         async with session_scope(self.engine) as session:
             rows = (await session.execute(_CLAIM, {"limit": self.batch_size})).all()
             if not rows:
@@ -86,6 +131,19 @@ class OutboxDispatcher:
                 await router.route(session, events)
             await session.execute(_DONE, {"ids": [e.id for e in events]})
         return len(events)
+
+    async def _dispatch_memberships(self) -> int:
+        if not self.membership_routers:
+            return 0  # a dispatcher without such routers leaves the rows to one that has them
+        async with session_scope(self.engine) as session:
+            rows = (await session.execute(_CLAIM_MEMBERSHIPS, {"limit": self.batch_size})).all()
+            if not rows:
+                return 0
+            changes = [MembershipChange(*row) for row in rows]
+            for router in self.membership_routers:
+                await router.route_memberships(session, changes)
+            await session.execute(_DONE_MEMBERSHIPS, {"ids": [c.id for c in changes]})
+        return len(changes)
 
     async def drain(self) -> int:
         delivered = 0

@@ -11,8 +11,10 @@ from models.channels import ChannelCredential, LocalOutboxMessage, VapidKey
 from models.event import Event, EventOutbox, Metric, ProcessedCall
 from models.flows import Flow, FlowStatus, FlowStatusChange, FlowVersion
 from models.imports import ImportFileChunk, ImportJob, ImportRow, ImportRowError, ImportStatus
+from models.journey_reviews import JourneyReview, ReviewStatus  # noqa: F401
 from models.journeys import Journey, JourneyStatus, JourneyStep, StepOutcome  # noqa: F401
 from models.lists import ListAction, ListMember, ListMembershipChange, ProfileList
+from models.membership_outbox import MembershipOutbox  # noqa: F401
 from models.messages import Message, MessageEvent, MessageStatus, SourceType
 from models.profile import (
     Channel,

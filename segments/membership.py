@@ -8,6 +8,14 @@ are evaluated and diffed (incremental updates after an event or a profile change
 
 Segments that read other segments ("in segment S") are refreshed after them: `refresh_segments`
 orders a workspace's segments by their dependencies.
+
+Entries trigger "entered segment" flows (migration 0014's trigger on the change log), except the
+**baseline**: the first full computation of a definition (a new segment, or one whose definition
+changed since its last full refresh — `last_refreshed_at` before `updated_at`) and the full
+refreshes of the segments that read it in the same `refresh_segments` call. Their entries are
+logged, but the statement runs with `waymark.segment_baseline` set, so no flow is flooded with
+profiles who were in the segment all along. Incremental refreshes (events, profile, list and
+consent changes) and later full ones (the periodic refresh, `POST /refresh`) are not baselines.
 """
 
 from __future__ import annotations
@@ -49,6 +57,11 @@ SEGMENTS = Segment.__table__
 class RefreshResult:
     entered: list[uuid.UUID] = field(default_factory=list)
     exited: list[uuid.UUID] = field(default_factory=list)
+    baseline: bool = False  # the first computation of a definition: entries trigger no flow
+
+
+# Read by the trigger that queues entries for segment-triggered flows (migration 0014).
+_BASELINE = text("SELECT set_config('waymark.segment_baseline', :value, true)")
 
 
 @dataclass(frozen=True)
@@ -130,29 +143,42 @@ async def refresh_segment(
     now: datetime,
     profile_ids: Collection[uuid.UUID] | None = None,
     condition: Condition | None = None,
+    baseline: bool | None = None,
 ) -> RefreshResult:
     """Bring `segment_members` of one segment in line with its definition at `now`.
 
     Idempotent: a second run with nothing changed enters and exits no one. With `profile_ids`
-    only those profiles are evaluated (and only they can enter or exit)."""
-    if condition is None:
-        definition = (
-            await session.execute(
-                select(Segment.definition).where(
-                    Segment.id == segment_id, Segment.workspace_id == workspace_id
-                )
-            )
-        ).scalar_one_or_none()
-        if definition is None:
-            raise LookupError(f"no segment {segment_id} in workspace {workspace_id}")
-        condition = condition_adapter.validate_python(definition)
+    only those profiles are evaluated (and only they can enter or exit). `baseline`: whether
+    the entries are a definition's first computation (see the module doc); None decides it
+    from the segment's timestamps for a full refresh (an incremental one never is)."""
     full = profile_ids is None
+    if condition is None or (full and baseline is None):
+        row = (
+            await session.execute(
+                select(
+                    Segment.definition,
+                    (Segment.last_refreshed_at.is_(None))
+                    | (Segment.last_refreshed_at < Segment.updated_at),
+                ).where(Segment.id == segment_id, Segment.workspace_id == workspace_id)
+            )
+        ).one_or_none()
+        if row is None:
+            raise LookupError(f"no segment {segment_id} in workspace {workspace_id}")
+        if condition is None:
+            condition = condition_adapter.validate_python(row[0])
+        if full and baseline is None:
+            baseline = bool(row[1])
     ids = None if full else list(dict.fromkeys(profile_ids))
     if ids is not None and not ids:
         return RefreshResult()
+    baseline = bool(baseline)
     statement = _refresh_statement(workspace_id, segment_id, condition, now, ids)
+    if baseline:
+        await session.execute(_BASELINE, {"value": "on"})
     entered, exited = (await session.execute(statement)).one()
-    result = RefreshResult(entered=list(entered or []), exited=list(exited or []))
+    if baseline:
+        await session.execute(_BASELINE, {"value": ""})
+    result = RefreshResult(list(entered or []), list(exited or []), baseline)
     if len(result.entered) + len(result.exited) >= ANALYZE_AFTER:
         # Fresh statistics now, not when autovacuum gets to it: with the old ones the planner
         # keeps choosing scans for the incremental updates (60 ms instead of 3 ms per event
@@ -230,7 +256,8 @@ async def refresh_segments(
     """Refresh `segment_ids` in dependency order (`definitions`: the workspace's segments)."""
     wanted = set(segment_ids)
     graph = {sid: definitions[sid].deps.segments for sid in wanted if sid in definitions}
-    results = {}
+    results: dict[uuid.UUID, RefreshResult] = {}
+    baselines: set[uuid.UUID] = set()  # a segment read by a baseline is recomputed as one
     for sid in dependency_order(graph):
         results[sid] = await refresh_segment(
             session,
@@ -239,5 +266,8 @@ async def refresh_segments(
             now=now,
             profile_ids=profile_ids,
             condition=definitions[sid].condition,
+            baseline=True if graph[sid] & baselines else None,
         )
+        if results[sid].baseline:
+            baselines.add(sid)
     return results

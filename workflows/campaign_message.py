@@ -190,7 +190,7 @@ class CampaignMessageWorkflow:
                 limit=HELD_LIMIT,
             ),
             start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=30),
         )
 
     async def _finish(self, input: RunCampaignMessageInput, reason: str | None) -> str:

@@ -9,7 +9,9 @@ Interruptions are signals: `exit` (an exit condition matched: leave at once, eve
 `event_received` (for wait-for-event steps), `definition_updated` (move to version N+1 at the
 step with the same id; a deleted step removes the journey; a delay whose settings changed is
 re-timed from when the journey entered it), `flow_status_changed` (paused: hold before the next
-step; draft/deleted: leave, counted as removed). Delays and waits are
+step; draft/deleted: leave, counted as removed), `review_released` / `review_discarded` (a flow
+in status manual: each send step waits in the review queue, `flows.reviews`, until a person
+decides; a discard removes the journey). Delays and waits are
 `workflow.wait_condition(..., timeout=...)`, never polling.
 
 The flow filter is checked first thing in the workflow (not by the router: the router's work
@@ -31,6 +33,11 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, Field
 
     from activities.channels import SendActivities, SendMessageInput, SendOutcome
+    from activities.journey_actions import (
+        JourneyActionActivities,
+        SendAlertInput,
+        SendWebhookInput,
+    )
     from activities.journeys import (
         EndJourneyInput,
         EvaluateInput,
@@ -39,9 +46,8 @@ with workflow.unsafe.imports_passed_through():
         LoadFlowVersionInput,
         RecordStepInput,
         RegisterJourneyInput,
+        RegisterReviewInput,
         ResolveDelayInput,
-        SendAlertInput,
-        SendWebhookInput,
         TagActionInput,
         UpdateProfileInput,
     )
@@ -93,6 +99,25 @@ class EventReceivedInput(BaseModel):
     event_id: int | None = None
 
 
+# Patch ids (docs/VERSIONING.md). FOLLOW_FLOW: a journey follows the flow's live version and
+# status as its activities read them (a signal it missed). STEP_REMOVED_OUTCOME: a journey
+# whose current step an edit deleted records that step as skipped (`step_removed`).
+FOLLOW_FLOW = "journey-follows-flow"
+STEP_REMOVED_OUTCOME = "journey-step-removed-outcome"
+# PAUSE_CHECK: a paused journey reads its flow again every hour or so (jittered), in case the
+# signal that set it live again was lost.
+PAUSE_CHECK = "journey-pause-check"
+PAUSE_CHECK_EVERY = timedelta(hours=1)
+# REVIEW_QUEUE: in a manual flow, a send step waits in the review queue until released.
+REVIEW_QUEUE = "journey-review-queue"
+
+
+class ReviewDecisionInput(BaseModel):
+    """`review_released` / `review_discarded`: a person decided on a queued send."""
+
+    review_id: uuid.UUID
+
+
 class DefinitionUpdatedInput(BaseModel):
     version: int
 
@@ -133,6 +158,7 @@ class JourneyWorkflow:
         self._exit: str | None = None
         self._cancel: str | None = None
         self._paused = False
+        self._status_signals = 0  # flow_status_changed signals received
         self._pending: int | None = None
         self._events: list[EventReceivedInput] = []
         self._version = 0
@@ -140,8 +166,18 @@ class JourneyWorkflow:
         self._wake_at: datetime | None = None
         self._status = "active"
         self._name = ""
+        self._manual = False  # the flow is in status manual (sends wait for review)
+        self._reviews: dict[str, str] = {}  # review id → released | discarded
 
     # --- messages -------------------------------------------------------------------------
+
+    @workflow.signal
+    def review_released(self, input: ReviewDecisionInput) -> None:
+        self._reviews.setdefault(str(input.review_id), "released")
+
+    @workflow.signal
+    def review_discarded(self, input: ReviewDecisionInput) -> None:
+        self._reviews.setdefault(str(input.review_id), "discarded")
 
     @workflow.signal
     def exit(self, input: ExitInput) -> None:
@@ -158,10 +194,33 @@ class JourneyWorkflow:
 
     @workflow.signal
     def flow_status_changed(self, input: FlowStatusChangedInput) -> None:
-        if input.status in ("draft", "deleted"):
-            self._cancel = self._cancel or f"flow_{input.status}"
+        self._status_signals += 1
+        self._set_status(input.status)
+
+    def _set_status(self, status: str) -> None:
+        if status in ("draft", "deleted"):
+            self._cancel = self._cancel or f"flow_{status}"
         else:
-            self._paused = input.status == "paused"
+            self._paused = status == "paused"
+            self._manual = status == "manual"
+
+    def _follow(self, live_version: int | None, status: str | None, seen: int) -> None:
+        """What an activity read of the flow says (`seen`: status signals before the read): a
+        newer live version becomes pending, a status applies — the signal for it was missed
+        or is on its way. A status signal that arrived since the read is newer and wins."""
+        fresh = seen == self._status_signals
+        if fresh and status is not None:
+            self._manual = status == "manual"
+        if status == "paused" and fresh:
+            self._paused = True
+        newer = live_version is not None and live_version > max(self._version, self._pending or 0)
+        resumed = fresh and status in ("live", "manual") and self._paused
+        gone = fresh and status in ("draft", "deleted") and self._cancel is None
+        if (newer or resumed or gone) and workflow.patched(FOLLOW_FLOW):
+            if newer:
+                self._pending = live_version
+            if status is not None and (resumed or gone):
+                self._set_status(status)
 
     @workflow.query
     def get_state(self) -> JourneyState:
@@ -190,6 +249,7 @@ class JourneyWorkflow:
         if input.resumed:
             step_id: str | None = input.resume_step
         else:
+            seen = self._status_signals
             registered = await workflow.execute_activity_method(
                 JourneyActivities.register_journey,
                 RegisterJourneyInput(
@@ -205,11 +265,12 @@ class JourneyWorkflow:
             )
             if registered.status != "active":  # a journey that already ran (re-delivery)
                 return JourneyResult(status=registered.status, reason="already_ran")
+            self._follow(registered.live_version, registered.flow_status, seen)
             if not await self._filter_passes():
                 return await self._end("removed", "filter")
             step_id = self._defn.entry
         while step_id is not None:
-            await workflow.wait_condition(lambda: not self._paused or bool(self._leaving()))
+            await self._hold()
             if reason := self._leaving():
                 return await self._end(*self._leave_status(reason))
             if self._pending is not None:
@@ -251,6 +312,7 @@ class JourneyWorkflow:
         return ("exited", reason) if reason == self._exit else ("removed", reason)
 
     async def _load(self, version: int) -> bool:
+        seen = self._status_signals
         loaded = await workflow.execute_activity_method(
             JourneyActivities.load_flow_version,
             LoadFlowVersionInput(flow_id=self._in.flow_id, version=version),
@@ -264,9 +326,28 @@ class JourneyWorkflow:
             ) from exc
         self._steps = d.step_map(self._defn)
         self._version, self._name = version, loaded.flow_name or self._defn.name
-        if loaded.status == "paused":
-            self._paused = True
+        self._follow(loaded.live_version, loaded.status, seen)
         return True
+
+    async def _hold(self) -> None:
+        """While the flow is paused, hold here (before the next step)."""
+
+        def free() -> bool:
+            return not self._paused or bool(self._leaving())
+
+        while not free() and workflow.patched(PAUSE_CHECK):
+            jitter = timedelta(minutes=workflow.random().randint(0, 15))
+            try:
+                await workflow.wait_condition(free, timeout=PAUSE_CHECK_EVERY + jitter)
+            except TimeoutError:
+                seen = self._status_signals
+                loaded = await workflow.execute_activity_method(
+                    JourneyActivities.load_flow_version,
+                    LoadFlowVersionInput(flow_id=self._in.flow_id, version=self._version),
+                    **DB,
+                )
+                self._follow(loaded.live_version, loaded.status, seen)
+        await workflow.wait_condition(free)
 
     async def _apply_version(self) -> bool:
         version, self._pending = self._pending, None
@@ -295,7 +376,8 @@ class JourneyWorkflow:
         return result.matches
 
     async def _record(self, step_id: str, outcome: str, reason: str | None = None) -> None:
-        await workflow.execute_activity_method(
+        seen = self._status_signals
+        flow = await workflow.execute_activity_method(
             JourneyActivities.record_step,
             RecordStepInput(
                 journey_id=self._in.journey_id,
@@ -310,6 +392,8 @@ class JourneyWorkflow:
             ),
             **DB,
         )
+        if flow is not None:  # None in histories recorded before record_step answered
+            self._follow(flow.live_version, flow.flow_status, seen)
 
     async def _end(self, status: str, reason: str | None) -> JourneyResult:
         await workflow.execute_activity_method(
@@ -375,7 +459,10 @@ class JourneyWorkflow:
         await self._apply_version()
         new = self._steps.get(step.id)
         if new is None:
-            return step, _Done(outcome="entered", leave=("removed", "step_removed"))
+            gone = ("removed", "step_removed")
+            if workflow.patched(STEP_REMOVED_OUTCOME):
+                return step, _Done(outcome="skipped", reason="step_removed", leave=gone)
+            return step, _Done(outcome="entered", leave=gone)
         return new, None
 
     # --- steps ----------------------------------------------------------------------------
@@ -491,6 +578,10 @@ class JourneyWorkflow:
             utm=step.utm,
             event=self._in.trigger_event,
         )
+        if self._manual and workflow.patched(REVIEW_QUEUE):
+            reviewed = await self._review(step)
+            if reviewed is not None:
+                return reviewed
         while True:
             try:
                 result = await workflow.execute_activity_method(
@@ -513,6 +604,60 @@ class JourneyWorkflow:
             if result.outcome == SendOutcome.skipped:
                 return _Done(next=step.next, outcome="skipped", reason=result.skip_reason)
             return _Done(next=step.next, outcome="failed", reason=result.error or "send_failed")
+
+    async def _review(self, step: d.SendStep) -> _Done | None:
+        """A manual flow's send waits in the review queue: None once released (or when the flow
+        is no longer manual), else how the journey leaves (discarded, exit, flow deleted, step
+        removed by a new version). A new version keeps the send as it was queued."""
+        queued = await workflow.execute_activity_method(
+            JourneyActivities.register_review,
+            RegisterReviewInput(
+                workspace_id=self._in.workspace_id,
+                flow_id=self._in.flow_id,
+                version=self._version,
+                step_id=step.id,
+                journey_id=self._in.journey_id,
+                profile_id=self._in.profile_id,
+                channel=step.channel.value,
+                template_id=step.template_id,
+            ),
+            **DB,
+        )
+        if queued.review_id is None:  # "send": the flow went live meanwhile
+            return None
+        review = str(queued.review_id)
+        if queued.status != "waiting":  # a retried step finds its decision
+            self._reviews.setdefault(review, queued.status)
+        else:  # WaymarkStatus="in_review" while it waits (the queue in the Temporal UI)
+            self._status = "in_review"
+            self._publish()
+        done = await self._decision(step, review)
+        if self._status == "in_review":
+            self._status = "active"
+            if done is None:
+                self._publish()
+        return done
+
+    async def _decision(self, step: d.SendStep, review: str) -> _Done | None:
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    review in self._reviews or bool(self._leaving()) or self._pending is not None
+                )
+            )
+            if reason := self._leaving():
+                return _Done(outcome="entered", leave=self._leave_status(reason))
+            if (decision := self._reviews.get(review)) == "released":
+                return None
+            if decision == "discarded":
+                return _Done(
+                    outcome="skipped",
+                    reason="review_discarded",
+                    leave=("removed", "review_discarded"),
+                )
+            _, gone = await self._moved(step)
+            if gone is not None:
+                return gone
 
     async def _step_update_profile(self, step: d.UpdateProfile) -> _Done:
         await workflow.execute_activity_method(
@@ -559,7 +704,7 @@ class JourneyWorkflow:
     async def _step_webhook(self, step: d.WebhookStep) -> _Done:
         try:
             await workflow.execute_activity_method(
-                JourneyActivities.send_webhook,
+                JourneyActionActivities.send_webhook,
                 SendWebhookInput(
                     workspace_id=self._in.workspace_id,
                     profile_id=self._in.profile_id,
@@ -576,7 +721,7 @@ class JourneyWorkflow:
                 retry_policy=WEBHOOK_RETRY,
             )
         except ActivityError as exc:
-            reason = f"webhook_failed: {exc.cause or exc}"[:255]
+            reason = _failure(exc, "webhook_failed")[:255]
             if step.on_failure == "stop":
                 return _Done(outcome="failed", reason=reason, leave=("removed", "webhook_failed"))
             return _Done(next=step.next, outcome="failed", reason=reason)
@@ -585,7 +730,7 @@ class JourneyWorkflow:
     async def _step_alert(self, step: d.AlertStep) -> _Done:
         try:
             await workflow.execute_activity_method(
-                JourneyActivities.send_alert,
+                JourneyActionActivities.send_alert,
                 SendAlertInput(
                     workspace_id=self._in.workspace_id,
                     profile_id=self._in.profile_id,
@@ -595,10 +740,21 @@ class JourneyWorkflow:
                     channel=step.channel,
                     to=step.to,
                     message=step.message,
+                    event=self._in.trigger_event,
                 ),
                 start_to_close_timeout=timedelta(seconds=20),
                 retry_policy=WEBHOOK_RETRY,
             )
         except ActivityError as exc:
-            return _Done(next=step.next, outcome="failed", reason=str(exc.cause or exc)[:255])
+            reason = _failure(exc, "alert_failed")[:255]
+            return _Done(next=step.next, outcome="failed", reason=reason)
         return _Done(next=step.next)
+
+
+def _failure(exc: ActivityError, kind: str) -> str:
+    """A failed step's reason: `render_failed: <where> line <n>: <what>` for a template that
+    does not render, else `<kind>: <the last error>`."""
+    cause = exc.cause or exc
+    if isinstance(cause, ApplicationError) and cause.type == "TemplateError":
+        return f"render_failed: {cause.message}"
+    return f"{kind}: {cause}"

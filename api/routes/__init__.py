@@ -1,10 +1,14 @@
 """One router per resource; `ROUTERS` is the order they are mounted in."""
 
 from api.routes import (
+    campaign_messages,
+    campaign_metrics,
     campaigns,
     channel_settings,
     channels,
     consents,
+    flow_metrics,
+    flow_reviews,
     flows,
     health,
     imports,
@@ -37,9 +41,13 @@ ROUTERS = [
     imports.router,
     templates.router,
     flows.router,
+    flow_metrics.router,
+    flow_reviews.router,
     links.router,
     webhooks.router,
     channels.router,
     outbox.router,
     campaigns.router,
+    campaign_messages.router,
+    campaign_metrics.router,
 ]

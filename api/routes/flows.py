@@ -22,7 +22,7 @@ from api.deps import Reader, SessionDep, SettingsDep, TemporalDep, Writer
 from api.errors import ApiError, not_found
 from api.pagination import encode_cursor, time_cursor
 from core.tenancy import Principal
-from flows import hooks, service
+from flows import hooks, reviews, service
 from flows.definition import FlowDefinition, flow_json_schema
 from flows.diff import FlowDiff, diff_definitions
 from flows.library import library
@@ -274,7 +274,7 @@ async def publish(
         raise _refused(exc) from None
     await session.commit()
     if version is not None:
-        await hooks.on_published(temporal, flow.workspace_id, flow.id, version.version)
+        await hooks.on_published(temporal, session, flow.workspace_id, flow.id, version.version)
     return Published(
         published=version is not None,
         version=VersionSummary.model_validate(version, from_attributes=True) if version else None,
@@ -344,17 +344,23 @@ async def change_status(
     session: SessionDep,
     temporal: TemporalDep,
 ) -> StatusChanged:
-    """draft → live; live ↔ paused; live ↔ manual (sends wait for release); live/paused →
-    draft; any → deleted (journeys are cancelled); deleted → paused (restore)."""
+    """draft → live; live ↔ paused; live ↔ manual (sends wait in the review queue,
+    `/v1/flows/{id}/reviews`; back to live releases them all); live/paused →
+    draft; any → deleted; deleted → paused (restore). Running journeys are told: paused, they
+    hold before their next step (no one new enters) and go on where they were when the flow is
+    live again; draft or deleted, they leave, counted as removed (`flow_draft`,
+    `flow_deleted`). A restored flow comes back paused, without its removed journeys."""
     flow = await _get(session, principal.workspace_id, flow_id)
     author = await _author(session, principal)
     try:
         previous = await service.change_status(session, flow, body.status, author=author)
     except service.FlowError as exc:
         raise _refused(exc) from None
+    released = []  # manual → live releases every send waiting for review (flows.reviews)
+    if previous == FlowStatus.manual and flow.status == FlowStatus.live:
+        released = await reviews.release_on_live(session, flow.workspace_id, flow.id, author)
     await session.commit()
+    await reviews.signal(temporal, released, "released")
     if previous is not None:
-        await hooks.on_status_changed(
-            temporal, flow.workspace_id, flow.id, flow.status, previous.value
-        )
+        await hooks.on_status_changed(temporal, session, flow.workspace_id, flow.id, flow.status)
     return StatusChanged(status=flow.status, previous=previous or flow.status)

@@ -22,7 +22,7 @@ from channels.base import (
     SendResult,
     SendStatus,
 )
-from channels.links import substitute
+from channels.email_tags import substitute
 from core.db import session_scope
 from models import Channel, LocalOutboxMessage, PushSubscription
 

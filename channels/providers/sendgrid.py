@@ -1,12 +1,15 @@
 """Email through SendGrid's v3 Mail Send API, with the official `sendgrid` SDK.
 
-Emails with the same content (from, reply-to, subject, HTML, text, shared headers, categories)
-share one request of up to 1,000 personalizations; each personalization carries its
-recipient's `custom_args` (Waymark's message id), per-recipient headers (List-Unsubscribe) and
-`substitutions` (the recipient's tracking URLs, standing in the content as tags `-wm0-`, ...: see
-`channels.links.prepare_email_tagged`). Substitutions over SendGrid's limit (10,000 bytes per
-personalization), or that the subject/reply-to would pick up, are applied here instead and the
-email goes out with its own content.
+Emails with the same content (from, reply-to, HTML, text, shared headers, categories) share one
+request of up to 1,000 personalizations; each personalization carries its recipient's
+`custom_args` (Waymark's message id), per-recipient headers (List-Unsubscribe), its subject when
+it differs from the request's, and `substitutions` (the recipient's tracking URLs and values,
+standing in the content as tags `-wm0-`, ...: see `channels.email_tags`). Substitutions over
+SendGrid's limit (10,000 bytes per personalization), or that the subject/reply-to would pick
+up, are applied here instead and the email goes out with its own content.
+The request's shared part is built with the SDK's `Mail` helper; personalizations are the
+dicts `Personalization.get()` gives, built directly (a thousand helper objects, each parsing
+its address with `email.utils`, cost more than the request itself).
 Requests run concurrently, a few at a time (the SDK is synchronous: each runs in a thread).
 429, 5xx and network failures are retried with backoff, then raise ProviderUnavailable; any
 other 4xx fails the request's messages with SendGrid's reason.
@@ -23,21 +26,10 @@ from urllib.error import URLError
 
 import sendgrid
 from python_http_client.exceptions import HTTPError
-from sendgrid.helpers.mail import (
-    Category,
-    Content,
-    CustomArg,
-    From,
-    Header,
-    Mail,
-    Personalization,
-    ReplyTo,
-    Substitution,
-    To,
-)
+from sendgrid.helpers.mail import Category, Content, From, Header, Mail, ReplyTo
 
 from channels.base import OutgoingEmail, SendResult, SendStatus
-from channels.links import substitute
+from channels.email_tags import substitute
 from channels.providers.common import (
     CONCURRENCY,
     RETRY_DELAYS,
@@ -108,6 +100,36 @@ def reason_from(error: HTTPError) -> str:
     return f"SendGrid {error.status_code}: {detail}"
 
 
+class MailSendBody:
+    """A Mail Send request body: `get()` is the JSON the SDK posts."""
+
+    def __init__(self, mail: Mail, personalizations: list[dict]) -> None:
+        self.mail = mail
+        self.personalizations = personalizations
+
+    def get(self) -> dict:
+        body = self.mail.get()
+        body["personalizations"] = self.personalizations
+        return body
+
+
+def _personalization(email: OutgoingEmail, subject: str) -> dict:
+    """`Personalization.get()` of one recipient: to, own headers, subject when it differs from
+    the request's, substitutions, custom_args (with Waymark's message id)."""
+    personalization: dict = {"to": [{"email": email.to}]}
+    own = {k: v for k, v in email.headers.items() if k.lower() in PER_RECIPIENT_HEADERS}
+    if own:
+        personalization["headers"] = own
+    if email.subject != subject:
+        personalization["subject"] = email.subject
+    if email.substitutions:
+        personalization["substitutions"] = dict(email.substitutions)
+    args = {k: str(v) for k, v in email.custom_args.items()}
+    args[MESSAGE_ID_ARG] = str(email.message_id)
+    personalization["custom_args"] = args
+    return personalization
+
+
 class SendGridEmailProvider:
     def __init__(
         self,
@@ -153,15 +175,14 @@ class SendGridEmailProvider:
             email.from_email or self.default_from_email,
             email.from_name or self.default_from_name,
             email.reply_to or self.default_reply_to,
-            email.subject,
             email.html,
             email.text,
             tuple(sorted(shared.items())),
             tuple(email.categories),
         )
 
-    def build(self, batch: Sequence[OutgoingEmail]) -> Mail:
-        """One Mail Send request for emails of the same content."""
+    def build(self, batch: Sequence[OutgoingEmail]) -> MailSendBody:
+        """One Mail Send request for emails of the same content (subjects may differ)."""
         first = batch[0]
         from_email = first.from_email or self.default_from_email
         if not from_email:
@@ -181,18 +202,7 @@ class SendGridEmailProvider:
             mail.add_header(Header(name, value))
         for category in first.categories:
             mail.add_category(Category(category))
-        for email in batch:
-            personalization = Personalization()
-            personalization.add_to(To(email.to))
-            for name, value in _split_headers(email.headers)[1].items():
-                personalization.add_header(Header(name, value))
-            args = {**email.custom_args, MESSAGE_ID_ARG: str(email.message_id)}
-            for key, value in args.items():
-                personalization.add_custom_arg(CustomArg(key, str(value)))
-            for tag, value in email.substitutions.items():
-                personalization.add_substitution(Substitution(tag, value))
-            mail.add_personalization(personalization)
-        return mail
+        return MailSendBody(mail, [_personalization(email, first.subject) for email in batch])
 
     async def _send_batch(self, batch: Sequence[OutgoingEmail]) -> list[SendResult]:
         body = self.build(batch).get()

@@ -1,10 +1,13 @@
 """SMS and WhatsApp through Twilio's Messages API, with the official `twilio` SDK.
 
 One request per message (the Messages API takes one recipient), run concurrently a few at a
-time over the SDK's asyncio HTTP client. The sender is the message's or the workspace's
-Messaging Service or from number; WhatsApp addresses get the `whatsapp:` prefix; each message
-may name its own StatusCallback URL. Errors as for every provider: 429, 5xx and network
-failures are retried, then ProviderUnavailable; other 4xx fail the message with Twilio's reason.
+time over the SDK's asyncio HTTP client (`AsyncTwilioHttpClient`: one aiohttp session, so
+connections are reused). Used as `async with provider:` (as the send path does), one client
+serves every call until the block ends; otherwise each call opens and closes its own.
+The sender is the message's or the workspace's Messaging Service or from number; WhatsApp
+addresses get the `whatsapp:` prefix; each message may name its own StatusCallback URL.
+Errors as for every provider: 429, 5xx and network failures are retried, then
+ProviderUnavailable; other 4xx fail the message with Twilio's reason.
 
 `base_url` replaces the API domain's `https://api.twilio.com` (the SDK's `Domain.base_url`),
 which is how the contract tests point the SDK at a mock of Twilio's OpenAPI spec.
@@ -66,16 +69,37 @@ class TwilioSmsProvider:
         self.concurrency = concurrency
         self.retry_delays = retry_delays
 
+        self._http: AsyncTwilioHttpClient | None = None
+        self._messages = None
+
+    async def __aenter__(self) -> TwilioSmsProvider:
+        self._http = AsyncTwilioHttpClient(timeout=TIMEOUT_SECONDS)
+        self._messages = self._messages_api(self._http)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        http, self._http, self._messages = self._http, None, None
+        if http is not None:
+            await http.close()
+
+    def _messages_api(self, http: AsyncTwilioHttpClient):
+        client = Client(self.account_sid, self.auth_token, http_client=http)
+        if self.base_url:
+            client.api.base_url = self.base_url.rstrip("/")
+        return client.api.v2010.accounts(self.account_sid).messages
+
     async def send_sms(self, messages: list[OutgoingSms]) -> list[SendResult]:
         if not messages:
             return []
+        if self._messages is not None:
+            return await self._send_all(self._messages, messages)
         async with AsyncTwilioHttpClient(timeout=TIMEOUT_SECONDS) as http:
-            client = Client(self.account_sid, self.auth_token, http_client=http)
-            if self.base_url:
-                client.api.base_url = self.base_url.rstrip("/")
-            return await run_bounded(
-                (lambda m=m: self._send_one(client, m) for m in messages), self.concurrency
-            )
+            return await self._send_all(self._messages_api(http), messages)
+
+    async def _send_all(self, api, messages: list[OutgoingSms]) -> list[SendResult]:
+        return await run_bounded(
+            (lambda m=m: self._send_one(api, m) for m in messages), self.concurrency
+        )
 
     def request_params(self, message: OutgoingSms) -> dict[str, str]:
         """The Messages API parameters for one message (SDK names)."""
@@ -97,7 +121,7 @@ class TwilioSmsProvider:
             params["status_callback"] = message.status_callback
         return params
 
-    async def _send_one(self, client: Client, message: OutgoingSms) -> list[SendResult]:
+    async def _send_one(self, api, message: OutgoingSms) -> list[SendResult]:
         params = self.request_params(message)
         if "from_" not in params and "messaging_service_sid" not in params:
             reason = "no sender: set a from number or a Messaging Service for the workspace"
@@ -105,9 +129,7 @@ class TwilioSmsProvider:
 
         async def create() -> str:
             try:
-                created = await client.api.v2010.accounts(self.account_sid).messages.create_async(
-                    **params
-                )
+                created = await api.create_async(**params)
             except TwilioException as error:
                 status = _status(error)
                 if status == 429 or status >= 500:

@@ -350,6 +350,31 @@ async def _campaign_message(t: Tenant) -> str:
     return (await t.create("POST", url, json=body))["id"]
 
 
+async def _review(t: Tenant) -> str:
+    """A send of the flow waiting for review (as a journey of a manual flow registers it)."""
+    from sqlalchemy import text
+
+    from core.db import session_scope
+
+    flow_id, profile_id = await made(t, "flow_id"), await made(t, "profile_id")
+    ids = {"j": uuid.uuid4(), "r": uuid.uuid4(), "ws": t.ws.id, "f": flow_id, "p": profile_id,
+           "t": await made(t, "template_id")}  # fmt: skip
+    async with session_scope(t.ws.engine) as session:
+        await session.execute(text(
+            "INSERT INTO journeys (id, workspace_id, flow_id, flow_version, profile_id, "
+            "workflow_id, status, current_step) VALUES (:j, :ws, :f, 1, :p, 'journey-x', "
+            "'active', 'remind')"), ids)  # fmt: skip
+        await session.execute(text(
+            "INSERT INTO journey_reviews (id, workspace_id, flow_id, flow_version, step_id, "
+            "journey_id, profile_id, channel, template_id, status) VALUES (:r, :ws, :f, 1, "
+            "'remind', :j, :p, 'sms', :t, 'waiting')"), ids)  # fmt: skip
+    return str(ids["r"])
+
+
+async def _review_view(t: Tenant, review_id: str) -> Any:
+    return await _json(t, f"/v1/flows/{t.made['flow_id']}/reviews/{review_id}")
+
+
 # Every path parameter of every route must be here; a new one fails `test_cross_workspace`.
 RESOURCES: dict[str, Resource] = {
     "profile_id": Resource(_profile, _profile_view),
@@ -363,6 +388,7 @@ RESOURCES: dict[str, Resource] = {
     "address": Resource(_address, _address_view),
     "flow_id": Resource(_flow, lambda t, i: _json(t, f"/v1/flows/{i}")),
     "version": Resource(_flow_version),
+    "review_id": Resource(_review, _review_view),
     "campaign_id": Resource(_campaign, lambda t, i: _json(t, f"/v1/campaigns/{i}")),
     "path_id": Resource(_campaign_path),
     "message_id": Resource(_campaign_message),

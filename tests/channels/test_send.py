@@ -434,7 +434,8 @@ async def test_a_campaign_batch_shares_content_with_per_recipient_substitutions(
 ):
     """Same copy: the tracking URLs go as substitutions, so the content is the same for every
     recipient (one SendGrid request); the ledger and the outbox keep each one's real content."""
-    from channels.links import LinkKind, substitute, verify
+    from channels.email_tags import substitute
+    from channels.links import LinkKind, verify
 
     ws = await _workspace(engine, workspaces, utm={"utm_source": "waymark"})
     html = (

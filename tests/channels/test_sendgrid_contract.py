@@ -53,13 +53,24 @@ class CountingProvider(SendGridEmailProvider):
 async def test_valid_emails_pass_the_spec(mock_providers):
     provider = CountingProvider(API_KEY, mock_providers.sendgrid_url)
     before = mock_providers.validated("sendgrid")
-    sent = [email("ann@example.com"), email("bob@example.com", subject="Other content")]
+    sent = [
+        email("ann@example.com"),
+        email("bob@example.com", subject="Bob, your cart misses you"),
+        email("cy@example.com", html="<p>Other content</p>"),
+    ]
     results = await provider.send_emails(sent)
-    assert [r.status for r in results] == [SendStatus.sent, SendStatus.sent]
+    assert [r.status for r in results] == [SendStatus.sent] * 3
     assert [r.message_id for r in results] == [e.message_id for e in sent]
-    assert mock_providers.validated("sendgrid") == before + 2  # different content: 2 requests
-    body = next(b for b in provider.bodies if b["subject"] == "Your cart misses you")
-    [personalization] = body["personalizations"]
+    # Different content: 2 requests; a different subject alone shares the request (the
+    # personalization carries its own subject).
+    assert mock_providers.validated("sendgrid") == before + 2
+    body = next(b for b in provider.bodies if len(b["personalizations"]) == 2)
+    assert body["subject"] == "Your cart misses you"
+    personalization, bob = body["personalizations"]
+    assert "subject" not in personalization
+    assert bob["subject"] == "Bob, your cart misses you" and bob["to"] == [
+        {"email": "bob@example.com"}
+    ]
     assert personalization["to"] == [{"email": "ann@example.com"}]
     assert personalization["custom_args"] == {
         "workspace_id": "ws-1",
@@ -163,7 +174,7 @@ async def test_partial_outage_reports_what_was_sent(sink):
     sink.answers = [(202, {"X-Message-Id": "sg-1"}, b"")]
     sink.default = (503, {}, b"")
     provider = SendGridEmailProvider(API_KEY, sink.url, concurrency=1, retry_delays=(0.01,))
-    first, second = email(), email(subject="Different content")
+    first, second = email(), email(html="<p>Different content</p>")
     with pytest.raises(PartlySent) as caught:
         await provider.send_emails([first, second])
     assert [(r.message_id, r.status) for r in caught.value.results] == [
@@ -174,7 +185,7 @@ async def test_partial_outage_reports_what_was_sent(sink):
 async def test_links_personalized_batch_shares_requests_through_substitutions(mock_providers):
     """Same copy, per-recipient tracking URLs: the URLs go as per-personalization
     substitutions, so 1,500 recipients take 2 requests (1,000 + 500), each valid."""
-    from channels import links
+    from channels import email_tags, links
     from core.settings import Settings
 
     settings = Settings(secret_key="k" * 48, public_url="https://wm.example.com")
@@ -189,7 +200,7 @@ async def test_links_personalized_batch_shares_requests_through_substitutions(mo
         message_id, profile_id = uuid.uuid4(), uuid.uuid4()
         ids = {"settings": settings, "workspace_id": workspace_id, "profile_id": profile_id}
         unsubscribe = links.unsubscribe_url(**ids, message_id=message_id)
-        tagged = links.prepare_email_tagged(
+        tagged = email_tags.prepare_email_tagged(
             html,
             "Our summer sale is on. Unsubscribe: " + unsubscribe,
             **ids,
@@ -231,8 +242,8 @@ async def test_links_personalized_batch_shares_requests_through_substitutions(mo
             }
             # What SendGrid delivers, substitutions applied: the recipient's own content.
             assert (
-                links.substitute(content["text/html"], personalization["substitutions"]),
-                links.substitute(content["text/plain"], personalization["substitutions"]),
+                email_tags.substitute(content["text/html"], personalization["substitutions"]),
+                email_tags.substitute(content["text/plain"], personalization["substitutions"]),
             ) == real[message_id]
             seen.add(message_id)
     assert seen == set(by_id)

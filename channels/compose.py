@@ -1,0 +1,262 @@
+"""One message as it leaves: rendered, its links signed, its content packed for the ledger.
+
+A `Composer` serves one send (one template, one workspace, up to thousands of recipients) and
+does once what is the same for all of them: the workspace's render data, the signing key, the
+sender, UTM, the status-callback base; and the rendering itself when the template reads nothing
+of the recipient (`channels.render.recipient_independent`: "the same copy"). Per recipient it
+signs the links (one HMAC each) and, for email, puts what differs per recipient — the signed
+URLs and the values of the profile the template printed — into SendGrid substitutions
+(`channels.email_tags`), so recipients of the same copy, or of the same copy but for their
+names, share one request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from channels import email_tags, links
+from channels.base import OutgoingEmail, OutgoingPush, OutgoingSms
+from channels.ledger import Outgoing
+from channels.links import LinkKind
+from channels.render import (
+    PARTS,
+    RenderContext,
+    Rendered,
+    TemplateError,
+    needs_text,
+    profile_context,
+    profile_fields_used,
+    recipient_independent,
+    render,
+    workspace_context,
+)
+from models import Channel
+
+
+@dataclass(slots=True)
+class Item:
+    """A recipient about to be prepared: its key, message id and profile. `existing`: the key
+    has a `queued` row already (claimed by UPDATE), else its row is written at the claim."""
+
+    key: str
+    message_id: uuid.UUID
+    profile: Any  # a row of `channels.send.PROFILE_COLUMNS`
+    event: dict[str, Any] | None
+    existing: bool
+
+
+@dataclass(slots=True)
+class Prepared:
+    item: Item
+    outgoing: list[OutgoingEmail | OutgoingSms | OutgoingPush]
+    claim: Outgoing
+    subject: str | None
+
+
+def pack(parts: dict[str, Any]) -> tuple[bytes, str]:
+    """`messages.content` (zlib of the parts' JSON) and its SHA-256."""
+    raw = json.dumps(parts, separators=(",", ":"), ensure_ascii=False).encode()
+    # An 8 KB window and a small hash table: `zlib.compress`'s defaults allocate ~256 KB per
+    # call (mmap'd), which costs more than compressing a message. Plain zlib all the same.
+    packer = zlib.compressobj(1, zlib.DEFLATED, 13, 6)
+    return packer.compress(raw) + packer.flush(), hashlib.sha256(raw).hexdigest()
+
+
+def unpack_content(content: bytes) -> dict[str, Any]:
+    """The rendered parts a message was sent with (`messages.content`)."""
+    return json.loads(zlib.decompress(content))
+
+
+def _names_used(template: Any) -> frozenset[str]:
+    """The per-recipient link variables a template's sources mention (by name: templates
+    cannot build variable names). Those it does not mention are not signed for it."""
+    sources = [getattr(template, part) or "" for part in PARTS.get(Channel(template.channel), ())]
+    names = ("unsubscribe_url", "preferences_url")
+    return frozenset(n for n in names if any(n in source for source in sources))
+
+
+class Composer:
+    """Prepares the messages of one send (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Any,
+        workspace: Any,
+        template: Any,
+        channel: Channel,
+        transactional: bool,
+        utm: dict[str, str],
+        sender: dict[str, str | None],
+        source_type: str,
+        provider: str,
+        subscriptions: dict[uuid.UUID, list[Any]],
+    ) -> None:
+        self.settings = settings
+        self.workspace_id = workspace.id
+        self.template = template
+        self.channel = channel
+        self.transactional = transactional
+        self.utm = utm
+        self.sender = sender
+        self.provider = provider
+        self.subscriptions = subscriptions
+        self.signer = links.signer(settings, workspace.id)
+        self.workspace = workspace_context(workspace)
+        self.uses = _names_used(template)
+        self.shared = recipient_independent(template)
+        self.fields = profile_fields_used(template)
+        self.categories = (str(source_type),)
+        self.callback = (
+            f"{settings.public_url.rstrip('/')}/webhooks/twilio/{workspace.id}/status?wm="
+        )
+        self._rendered: Rendered | TemplateError | None = None
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def _render(self, item: Item, unsubscribe: str | None, preferences: str | None):
+        """The rendered parts and the profile as the template saw it (None when shared)."""
+        derive = self.channel != Channel.email  # emails derive their text part from tags
+        if self.shared:
+            if self._rendered is None:
+                try:
+                    context = RenderContext(profile={}, workspace=self.workspace)
+                    self._rendered = render(self.template, context, derive_text=derive)
+                except TemplateError as exc:
+                    self._rendered = exc
+            if isinstance(self._rendered, TemplateError):
+                raise self._rendered
+            return self._rendered, None
+        profile = profile_context(item.profile)
+        context = RenderContext(
+            profile=profile,
+            event=item.event,
+            workspace=self.workspace,
+            unsubscribe_url=unsubscribe if "unsubscribe_url" in self.uses else None,
+            preferences_url=preferences,
+            message_id=str(item.message_id),
+        )
+        return render(self.template, context, derive_text=derive), profile
+
+    def _personal_values(self, profile: dict[str, Any] | None) -> list[str]:
+        """The recipient's own values the template may have printed."""
+        if profile is None:
+            return []
+        names = profile if self.fields is None else self.fields
+        return [v for name in names if isinstance(v := profile.get(name), str)]
+
+    # -- one message -------------------------------------------------------------------------
+
+    def prepare(self, item: Item) -> Prepared:
+        """The message of one recipient; TemplateError when the template does not render."""
+        channel, mid, pid = self.channel, item.message_id, item.profile.id
+        unsubscribe = preferences = None
+        if channel == Channel.email or "unsubscribe_url" in self.uses:
+            unsubscribe = self.signer.url(LinkKind.unsubscribe, channel, pid, mid)
+        if "preferences_url" in self.uses:
+            preferences = self.signer.url(LinkKind.preferences, channel, pid, mid)
+        rendered, profile = self._render(item, unsubscribe, preferences)
+        if channel == Channel.email:
+            return self._email(item, rendered, profile, unsubscribe, preferences)
+        if channel in (Channel.sms, Channel.whatsapp):
+            return self._text(item, rendered)
+        return self._push(item, rendered)
+
+    def _email(self, item, rendered: Rendered, profile, unsubscribe, preferences) -> Prepared:
+        mid, to = item.message_id, item.profile.email
+        html = rendered.html or ""
+        tagged = email_tags.prepare_email_tagged(
+            html,
+            rendered.text or "",
+            settings=self.settings,
+            workspace_id=self.workspace_id,
+            message_id=mid,
+            profile_id=item.profile.id,
+            utm=self.utm,
+            preheader=rendered.preheader,
+            unsubscribe_url=None if self.transactional else unsubscribe,
+            personal_urls=tuple(u for u in (unsubscribe, preferences) if u),
+            personal_values=self._personal_values(profile),
+            derive_text=needs_text(Channel.email, rendered.text, html),
+        )
+        headers = {} if self.transactional else links.unsubscribe_headers(unsubscribe)
+        subject = rendered.subject or ""
+        email = OutgoingEmail(
+            message_id=mid,
+            to=to,
+            from_email=self.sender["from_email"],  # type: ignore[arg-type]
+            from_name=self.sender["from_name"],
+            reply_to=self.sender["reply_to"],
+            subject=subject,
+            html=tagged.html,
+            text=tagged.text,
+            headers=headers,
+            categories=self.categories,
+            custom_args={
+                "waymark_message_id": str(mid),
+                "waymark_workspace_id": str(self.workspace_id),
+                "waymark_profile_id": str(item.profile.id),
+            },
+            substitutions=tagged.substitutions,
+        )
+        # The ledger keeps the content as the recipient gets it (substitutions applied).
+        parts = {"subject": subject, "preheader": rendered.preheader}
+        parts |= {"html": tagged.real_html, "text": tagged.real_text}
+        content, digest = pack(parts)
+        claim = Outgoing(mid, to, subject, content, digest, self.provider)
+        return Prepared(item, [email], claim, subject)
+
+    def _text(self, item: Item, rendered: Rendered) -> Prepared:
+        mid, channel = item.message_id, self.channel
+        body = links.track_text_links(
+            rendered.body or "",
+            settings=self.settings,
+            workspace_id=self.workspace_id,
+            message_id=mid,
+            profile_id=item.profile.id,
+            channel=channel,
+            utm=self.utm,
+        )
+        sms = OutgoingSms(
+            message_id=mid,
+            to=item.profile.phone,
+            body=body,
+            status_callback=f"{self.callback}{mid}",
+            whatsapp=channel == Channel.whatsapp,
+        )
+        content, digest = pack({"body": body})
+        claim = Outgoing(mid, item.profile.phone, None, content, digest, self.provider)
+        return Prepared(item, [sms], claim, None)
+
+    def _push(self, item: Item, rendered: Rendered) -> Prepared:
+        mid, pid = item.message_id, item.profile.id
+        url = rendered.push_url
+        if url:
+            url = links.push_click_url(
+                url,
+                settings=self.settings,
+                workspace_id=self.workspace_id,
+                message_id=mid,
+                profile_id=pid,
+                utm=self.utm,
+            )
+        payload = {
+            "title": rendered.push_title,
+            "body": rendered.body,
+            "url": url,
+            "icon": rendered.push_icon,
+            "message_id": str(mid),
+        }
+        subs = self.subscriptions.get(pid, [])
+        outgoing: list[Any] = [
+            OutgoingPush(mid, s.id, s.endpoint, s.p256dh, s.auth, payload) for s in subs
+        ]
+        content, digest = pack(payload)
+        to = ",".join(str(s.id) for s in subs)
+        claim = Outgoing(mid, to, None, content, digest, self.provider)
+        return Prepared(item, outgoing, claim, None)
