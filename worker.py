@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import build_activities
 from core import temporal
@@ -29,8 +30,17 @@ from workflows.schedules import ensure_schedules
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 # How the worker is tuned; the journey benchmark's bare-Temporal baseline (bench/journeys.py)
 # runs its worker with the same options, so the two are compared like for like.
+# - `workflows` passed through the sandbox: the sandbox re-imported `workflows.journey` (and its
+#   pydantic models) for every journey, about a quarter of the worker's CPU in
+#   `python -m bench.journeys`. Each run still gets its own workflow object; what is lost is the
+#   sandbox's check of non-deterministic calls (`datetime.now()`, I/O) in workflow modules in
+#   this worker. `tests/flows/test_replay.py` replays histories under the full sandbox, and
+#   workflow modules keep to the rules in docs/VERSIONING.md and STYLE (workflow.now(), ...).
 WORKER_OPTIONS: dict[str, Any] = {
     "graceful_shutdown_timeout": GRACEFUL_SHUTDOWN,
+    "workflow_runner": SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+    ),
 }
 log = structlog.get_logger(__name__)
 

@@ -110,33 +110,53 @@ def _render_error(exc: Exception) -> ApplicationError:
     return ApplicationError(str(exc), type="TemplateError", non_retryable=True)
 
 
+def render_text(context: Any, source: str, place: str) -> str:
+    """One string as a plain-text template (no HTML escaping); a string without `{` as it is.
+    One that does not render raises `channels.render.TemplateError` located at `place`
+    (`body.customer line 1: ...`). Also what flow validation renders (`flows.validate_render`)."""
+    from channels.render import TemplateError, TemplateParts, render
+    from models import Channel
+
+    if "{" not in source:
+        return source
+    try:
+        rendered = render(TemplateParts(channel=Channel.sms, body=source), context)
+    except TemplateError as exc:
+        raise TemplateError(place, exc.reason, line=exc.line, name=exc.name) from None
+    return rendered.body or ""
+
+
+def render_value(context: Any, value: Any, place: str) -> Any:
+    """A JSON value with every string in it rendered by `render_text`, at any depth."""
+    if isinstance(value, str):
+        return render_text(context, value, place)
+    if isinstance(value, dict):
+        return {k: render_value(context, v, f"{place}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(context, v, f"{place}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
 class _Renderer:
-    """Renders strings (and JSON values holding strings) against one profile and event."""
+    """Renders strings (and JSON values holding strings) against one profile and event; a
+    failure fails the step at once (`webhook body.customer line 1: ...`)."""
 
     def __init__(self, context: Any, what: str) -> None:
         self.context, self.what = context, what
 
     def text(self, source: str, place: str) -> str:
-        from channels.render import TemplateError, TemplateParts, render
-        from models import Channel
-
-        if "{" not in source:
-            return source
-        try:  # a plain-text part: no HTML escaping
-            rendered = render(TemplateParts(channel=Channel.sms, body=source), self.context)
-        except TemplateError as exc:
-            located = TemplateError(place, exc.reason, line=exc.line, name=exc.name)
-            raise _render_error(ValueError(f"{self.what} {located}")) from None
-        return rendered.body or ""
+        return self._located(render_text, source, place)
 
     def value(self, value: Any, place: str) -> Any:
-        if isinstance(value, str):
-            return self.text(value, place)
-        if isinstance(value, dict):
-            return {k: self.value(v, f"{place}.{k}") for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.value(v, f"{place}[{i}]") for i, v in enumerate(value)]
-        return value
+        return self._located(render_value, value, place)
+
+    def _located(self, render: Any, value: Any, place: str) -> Any:
+        from channels.render import TemplateError
+
+        try:
+            return render(self.context, value, place)
+        except TemplateError as exc:
+            raise _render_error(ValueError(f"{self.what} {exc}")) from None
 
 
 class JourneyActionActivities:

@@ -56,6 +56,7 @@ class Prepared:
     outgoing: list[OutgoingEmail | OutgoingSms | OutgoingPush]
     claim: Outgoing
     subject: str | None
+    ref: str  # the message id as text (custom args, events)
 
 
 def pack(parts: dict[str, Any]) -> tuple[bytes, str]:
@@ -108,6 +109,7 @@ class Composer:
         self.subscriptions = subscriptions
         self.signer = links.signer(settings, workspace.id)
         self.workspace = workspace_context(workspace)
+        self.workspace_ref = str(workspace.id)
         self.uses = _names_used(template)
         self.shared = recipient_independent(template)
         self.fields = profile_fields_used(template)
@@ -169,6 +171,7 @@ class Composer:
 
     def _email(self, item, rendered: Rendered, profile, unsubscribe, preferences) -> Prepared:
         mid, to = item.message_id, item.profile.email
+        ref = str(mid)
         html = rendered.html or ""
         tagged = email_tags.prepare_email_tagged(
             html,
@@ -198,8 +201,8 @@ class Composer:
             headers=headers,
             categories=self.categories,
             custom_args={
-                "waymark_message_id": str(mid),
-                "waymark_workspace_id": str(self.workspace_id),
+                "waymark_message_id": ref,
+                "waymark_workspace_id": self.workspace_ref,
                 "waymark_profile_id": str(item.profile.id),
             },
             substitutions=tagged.substitutions,
@@ -209,10 +212,11 @@ class Composer:
         parts |= {"html": tagged.real_html, "text": tagged.real_text}
         content, digest = pack(parts)
         claim = Outgoing(mid, to, subject, content, digest, self.provider)
-        return Prepared(item, [email], claim, subject)
+        return Prepared(item, [email], claim, subject, ref)
 
     def _text(self, item: Item, rendered: Rendered) -> Prepared:
         mid, channel = item.message_id, self.channel
+        ref = str(mid)
         body = links.track_text_links(
             rendered.body or "",
             settings=self.settings,
@@ -226,15 +230,16 @@ class Composer:
             message_id=mid,
             to=item.profile.phone,
             body=body,
-            status_callback=f"{self.callback}{mid}",
+            status_callback=f"{self.callback}{ref}",
             whatsapp=channel == Channel.whatsapp,
         )
         content, digest = pack({"body": body})
         claim = Outgoing(mid, item.profile.phone, None, content, digest, self.provider)
-        return Prepared(item, [sms], claim, None)
+        return Prepared(item, [sms], claim, None, ref)
 
     def _push(self, item: Item, rendered: Rendered) -> Prepared:
         mid, pid = item.message_id, item.profile.id
+        ref = str(mid)
         url = rendered.push_url
         if url:
             url = links.push_click_url(
@@ -250,7 +255,7 @@ class Composer:
             "body": rendered.body,
             "url": url,
             "icon": rendered.push_icon,
-            "message_id": str(mid),
+            "message_id": ref,
         }
         subs = self.subscriptions.get(pid, [])
         outgoing: list[Any] = [
@@ -259,4 +264,4 @@ class Composer:
         content, digest = pack(payload)
         to = ",".join(str(s.id) for s in subs)
         claim = Outgoing(mid, to, None, content, digest, self.provider)
-        return Prepared(item, outgoing, claim, None)
+        return Prepared(item, outgoing, claim, None, ref)

@@ -63,7 +63,20 @@ def substitute(content: str, substitutions: dict[str, str]) -> str:
     """`content` with every tag replaced by its value, in one pass (values are not rescanned)."""
     if not substitutions or not content:
         return content
-    return _TAG.sub(lambda m: substitutions.get(m.group(0), m.group(0)), content)
+    pieces = _pieces(content)  # literal, tag, literal, tag, ..., literal
+    out = list(pieces)
+    for i in range(1, len(pieces), 2):
+        out[i] = substitutions.get(pieces[i], pieces[i])
+    return "".join(out)
+
+
+@lru_cache(maxsize=512)
+def _pieces(content: str) -> tuple[str, ...]:
+    """`content` split around its tags (shared content is split once for all recipients)."""
+    return tuple(_TAG_SPLIT.split(content))
+
+
+_TAG_SPLIT = re.compile(r"(-wm\d+-)")
 
 
 def taggable(value: str) -> bool:

@@ -9,7 +9,7 @@ of SQL statements and, for email, one provider request per 1,000 recipients.
 2. The gate decides for every recipient in one query (`channels.gate.check_many`).
 3. Keys seen for the first time get their row only now, in its decided state: skips and holds
    in one INSERT, and each chunk's sends in one INSERT of `sending` rows with their content —
-   the claim (`channels.ledger.insert_decided`). So a new message costs one INSERT and one
+   the claim (`channels.ledger_new.insert_decided`). So a new message costs one INSERT and one
    UPDATE (its outcome), and its history two entries.
 4. Rendering and link signing happen per chunk (`channels.compose`): a template that reads
    nothing of the recipient renders once per send; emails of the same copy — or of the same
@@ -67,7 +67,7 @@ from activities.channels import (
     SendMessagesResult,
     SendOutcome,
 )
-from channels import gate, ledger
+from channels import gate, ledger, ledger_new
 from channels.base import ProviderUnavailable, SendResult, SendStatus
 from channels.compose import Composer, Item, Prepared, unpack_content
 from channels.metrics import RECEIVED
@@ -88,7 +88,6 @@ UNKNOWN_OUTCOME_AFTER = timedelta(minutes=10)
 EMAIL_BATCH = 1000  # SendGrid: at most 1,000 personalizations per request
 SMS_BATCH = 500  # one provider call and one commit of outcomes per this many SMS
 YIELD_EVERY = 32  # recipients rendered between two yields to the event loop
-CLAIM_PART = 1000  # rows claimed (and recorded) per transaction, several in flight at once
 SETTLED = frozenset(MessageStatus) - {MessageStatus.queued, MessageStatus.sending}
 _STATUS = {
     SendOutcome.sent: "sent",
@@ -123,7 +122,7 @@ class _Spec:
     from_email: str | None
     from_name: str | None
     reply_to: str | None
-    source: ledger.Source
+    source: ledger_new.Source
     now: datetime | None = None  # the caller's clock, when it runs ahead (see `_Sender._now`)
 
 
@@ -255,7 +254,7 @@ class _Sender:
         (settled), or left to the retry (`OutcomePending`); never sent by this attempt."""
         if not items:
             return
-        rows = await ledger.find_many(session, self.spec.workspace_id, [i.key for i in items])
+        rows = await ledger_new.find_many(session, self.spec.workspace_id, [i.key for i in items])
         for item in items:
             row = rows.get(item.key)
             if row is None:  # the profile was erased meanwhile
@@ -265,10 +264,10 @@ class _Sender:
             else:
                 self.pending += 1
 
-    async def _write(self, session, items: list[Item], decided: list[ledger.Decided], now):
+    async def _write(self, session, items: list[Item], decided: list[ledger_new.Decided], now):
         """Write new keys' rows (`insert_decided`); returns the ids written."""
         ws, source = self.spec.workspace_id, self.spec.source
-        written = await ledger.insert_decided(session, ws, source, decided, now)
+        written = await ledger_new.insert_decided(session, ws, source, decided, now)
         if len(written) < len(decided):
             await self._written_elsewhere(
                 session, [i for i in items if i.message_id not in written]
@@ -290,7 +289,7 @@ class _Sender:
         now = self._now()
         async with session_factory(self.engine)() as session:
             await self._load(session, [r.profile_id for r in recipients])
-            rows = await ledger.find_many(session, ws, [r.key for r in recipients])
+            rows = await ledger_new.find_many(session, ws, [r.key for r in recipients])
             reopened: list[Item] = []
             fresh: list[Item] = []
             unknown: list[ledger.Outcome] = []
@@ -360,7 +359,7 @@ class _Sender:
             settings=self.channel_settings,
         )
         skips, holds, sendable = [], [], []
-        decided: list[ledger.Decided] = []
+        decided: list[ledger_new.Decided] = []
         undecided: list[tuple[Item, gate.GateDecision]] = []
         for item in items:
             decision = decisions[item.profile.id]
@@ -370,7 +369,7 @@ class _Sender:
             elif not item.existing:
                 undecided.append((item, decision))
                 decided.append(
-                    ledger.Decided(
+                    ledger_new.Decided(
                         item.message_id,
                         item.key,
                         item.profile.id,
@@ -413,7 +412,7 @@ class _Sender:
             session, self.spec.workspace_id, outcomes, now, expected=MessageStatus.queued
         )
         decided = [
-            ledger.Decided(i.message_id, i.key, i.profile.id, MessageStatus.failed, error=error)
+            ledger_new.Decided(i.message_id, i.key, i.profile.id, MessageStatus.failed, error=error)
             for i in fresh
         ]
         written = await self._write(session, fresh, decided, now)
@@ -425,34 +424,19 @@ class _Sender:
 
     async def _render_and_claim(self, items: list[Item]) -> list[Prepared]:
         """Render a chunk and claim it (committed): what may go out. A new key's row is
-        written here, as `sending` with its content (or `failed`, when it does not render).
-
-        Claimed part by part (`CLAIM_PART`), each part in its own transaction while the next
-        is rendered: PostgreSQL writes one part while Python renders the next. Should a claim
-        fail, the parts already claimed are handed back (`queued`) before the error is raised:
-        nothing is left in `sending` that was never handed to the provider."""
+        written here, as `sending` with its content (or `failed`, when it does not render)."""
         composer = self.composer
-        claims: list[asyncio.Task] = []
-        for start in range(0, len(items), CLAIM_PART):
-            prepared: list[Prepared] = []
-            failed: list[tuple[Item, str]] = []
-            for i, item in enumerate(items[start : start + CLAIM_PART]):
-                if i % YIELD_EVERY == YIELD_EVERY - 1:
-                    # Let the claims and provider calls before this one (same loop) move on.
-                    await asyncio.sleep(0)
-                try:
-                    prepared.append(composer.prepare(item))
-                except TemplateError as exc:
-                    failed.append((item, f"template_error: {exc}"))
-            claims.append(asyncio.create_task(self._claim(prepared, failed)))
-            await asyncio.sleep(0)  # the claim's statement goes out now
-        parts = await asyncio.gather(*claims, return_exceptions=True)
-        errors = [p for p in parts if isinstance(p, BaseException)]
-        claimed = [c for p in parts if not isinstance(p, BaseException) for c in p]
-        if errors:
-            await self._hand_back(claimed, f"claim failed: {errors[0]!r}")
-            raise errors[0]
-        return claimed
+        prepared: list[Prepared] = []
+        failed: list[tuple[Item, str]] = []
+        for i, item in enumerate(items):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                # Let the provider call of the previous chunk (same event loop) move on.
+                await asyncio.sleep(0)
+            try:
+                prepared.append(composer.prepare(item))
+            except TemplateError as exc:
+                failed.append((item, f"template_error: {exc}"))
+        return await self._claim(prepared, failed)
 
     async def _claim(
         self, prepared: list[Prepared], failed: list[tuple[Item, str]]
@@ -460,14 +444,14 @@ class _Sender:
         ws, now = self.spec.workspace_id, utcnow()
         sending = MessageStatus.sending
         decided = [
-            ledger.Decided(
+            ledger_new.Decided(
                 p.item.message_id, p.item.key, p.item.profile.id, sending, outgoing=p.claim
             )
             for p in prepared
             if not p.item.existing
         ]
         decided += [
-            ledger.Decided(i.message_id, i.key, i.profile.id, MessageStatus.failed, error=error)
+            ledger_new.Decided(i.message_id, i.key, i.profile.id, MessageStatus.failed, error=error)
             for i, error in failed
             if not i.existing
         ]
@@ -547,11 +531,7 @@ class _Sender:
         self.recording.append(asyncio.create_task(self._record_chunk(chunk, answers, heartbeat)))
 
     async def _record_chunk(self, chunk: list[Prepared], answers, heartbeat) -> None:
-        # In parts, each its own transaction, concurrently: PostgreSQL's backends share the
-        # writes. A part that fails leaves its rows `sending` (the unknown window: reconciled
-        # by webhooks), as a crash there would.
-        parts = [chunk[i : i + CLAIM_PART] for i in range(0, len(chunk), CLAIM_PART)]
-        await asyncio.gather(*(self._record(part, answers) for part in parts))
+        await self._record(chunk, answers)
         self.delivered += len(chunk)
         if heartbeat is not None:
             heartbeat(self.delivered)
@@ -609,14 +589,14 @@ class _Sender:
                 ids = [r.provider_message_id for r in sent if r.provider_message_id]
                 provider_id = ",".join(ids) or None
                 outcomes.append(ledger.Outcome(mid, sent_status, provider_id))
-                properties = {"message_id": str(mid), **base}
+                properties = {"message_id": p.ref, **base}
                 if p.subject is not None:
                     properties["subject"] = p.subject
                 events.append(
                     NewEvent(
                         profile_id=p.item.profile.id,
                         metric=metric,
-                        message_id=f"waymark:{mid}:received",
+                        message_id=f"waymark:{p.ref}:received",
                         occurred_at=now,
                         properties=properties,
                     )
@@ -666,7 +646,7 @@ def _spec(input: SendMessageInput | SendMessagesInput) -> _Spec:
         from_email=input.sender.from_email,
         from_name=input.sender.from_name,
         reply_to=input.sender.reply_to,
-        source=ledger.Source(
+        source=ledger_new.Source(
             channel=Channel(input.channel),
             source_type=SourceType(input.source_type),
             transactional=input.transactional,

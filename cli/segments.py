@@ -104,11 +104,8 @@ async def apply_segments(engine: AsyncEngine, workspace_id: uuid.UUID, path: Pat
             elif row.definition != seg.definition or row.description != seg.description:
                 if row.definition != seg.definition:
                     redefined.append(row)
-                row.definition, row.description, row.updated_at = (
-                    seg.definition,
-                    seg.description,
-                    now,
-                )
+                    row.updated_at = now  # a new baseline (segments.membership): not for text
+                row.definition, row.description = seg.definition, seg.description
                 actions[seg.name] = "updated"
             else:
                 actions[seg.name] = "unchanged"

@@ -13,6 +13,11 @@ the process stopped half-way) is caught up by the journey itself: every `record_
 the flow's live version and status, so it follows them from its next step. What that fallback
 cannot do is re-time a delay already being slept: only the signal does that. A failure to
 signal is logged, never raised: the change is already saved.
+
+Cost: one query, then `CONCURRENCY` signal RPCs in flight — about 400 journeys a second on the
+2-core dev machine (2.3x a sequential loop), so the request that publishes a flow with 100,000
+running journeys lasts minutes. Handing the fan-out to a durable background workflow is the
+next step when flows get that big.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ inside it (`next`, `branches[2].condition.all[0].count`, `trigger.list_id`). Wha
 - conditions (flow filter, condition and multi splits) with `segments.validate_condition` in
   flow mode, so "since starting this flow" timeframes are allowed;
 - references: lists, segments, templates (and their channel), date properties;
-- templates rendered against the sample profile and the trigger's sample event (no event for
-  list and segment triggers, so a template reading `event.*` fails there);
+- message templates, webhook bodies and alert messages rendered against the sample profile and
+  the event the router really gives the flow's journeys: the sample event for an event trigger,
+  the synthetic `Joined List` / `Entered Segment` event for list and segment triggers
+  (`flows.validate_render`); a failure is an error at the step, with its line and missing name;
 - a send step on a channel with no provider configured: its messages would go to the local
   outbox — a warning in development, an error in production.
 """
@@ -27,8 +29,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels import credentials
-from channels.render import SAMPLE_EVENT, TemplateError, render_sample
-from channels.templates import REQUIRED
 from core.settings import Settings, get_settings
 from flows.definition import (
     MAX_BRANCHES,
@@ -46,6 +46,12 @@ from flows.definition import (
     UpdateProfile,
     WaitForEvent,
     step_map,
+)
+from flows.validate_render import (
+    action_problems,
+    sample_event,
+    template_problem,
+    trigger_source_name,
 )
 from models import Channel, PropertyType, Template
 from segments import validate_condition
@@ -209,7 +215,9 @@ async def validate_flow(
         for err in await validate_condition(session, workspace_id, condition, in_flow=True):
             report.errors.append(Issue(step_id, _join(prefix, err.path), err.message))
     await _references(session, workspace_id, defn, report)
-    await _sends(session, workspace_id, defn, report, settings or get_settings())
+    event = sample_event(defn, workspace_id, await trigger_source_name(session, workspace_id, defn))
+    await _sends(session, workspace_id, defn, event, report, settings or get_settings())
+    report.errors += [Issue(*problem) for problem in action_problems(defn, event)]
     return report
 
 
@@ -273,20 +281,16 @@ async def _references(
                 report.errors.append(Issue(s.id, path, f"'{update.property}' is read-only"))
 
 
-def sample_event(defn: FlowDefinition) -> dict[str, Any]:
-    """What `event` holds in a flow's templates: the trigger's event, or nothing."""
-    if isinstance(defn.trigger, EventTrigger):
-        return {**SAMPLE_EVENT, "metric": defn.trigger.metric}
-    return {}
-
-
 async def _sends(
     session: AsyncSession,
     ws: uuid.UUID,
     defn: FlowDefinition,
+    event: dict[str, Any],
     report: ValidationReport,
     settings: Settings,
 ) -> None:
+    """Send steps: the template exists, is for the step's channel and renders with `event`
+    (the trigger event as the journey holds it); the channel is configured."""
     sends = [s for s in defn.steps if isinstance(s, SendStep)]
     if not sends:
         return
@@ -304,7 +308,6 @@ async def _sends(
     # A channel without a credentials row is in local mode (providers_for's `modes`); reading
     # the rows alone tells that without decrypting any secret.
     configured = set((await credentials.rows(session, ws)).keys())
-    event = sample_event(defn)
     rendered: dict[uuid.UUID, str | None] = {}
     for s in sends:
         template = templates.get(s.template_id)
@@ -316,7 +319,7 @@ async def _sends(
             report.errors.append(Issue(s.id, "template_id", message))
         else:
             if template.id not in rendered:
-                rendered[template.id] = _render_problem(template, event)
+                rendered[template.id] = template_problem(template, event)
             if problem := rendered[template.id]:
                 message = f"template '{template.name}' fails to render: {problem}"
                 report.errors.append(Issue(s.id, "template_id", message))
@@ -327,14 +330,3 @@ async def _sends(
             )
             issues = report.errors if settings.env == "production" else report.warnings
             issues.append(Issue(s.id, "channel", message))
-
-
-def _render_problem(template: Template, event: dict[str, Any]) -> str | None:
-    for part in REQUIRED[Channel(template.channel)]:
-        if not (getattr(template, part) or "").strip():
-            return f"{part} is empty"
-    try:
-        render_sample(template, event=event)
-    except TemplateError as exc:
-        return str(exc)
-    return None

@@ -11,7 +11,8 @@ Started by `campaigns.scheduling.schedule_message` as a delayed workflow (id
 3. sends group by group (one durable timer per distinct due time: a local-time zone group or an
    hourly throttled wave), a few batches at a time, each batch one activity that reads its rows
    by `batch_no` and calls the send path's batch function;
-4. sends recipients held by quiet hours when they are due, then records the final status.
+4. sends recipients held by quiet hours when their hold ends — between groups when it ends
+   before the next group is due, else after the last one — then records the final status.
 
 The history holds counts and batch numbers, never the recipient list. Exactly once per
 recipient comes from the ledger key `campaign:{message_id}:{profile_id}`: a batch re-run after a
@@ -45,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
 PARALLEL_BATCHES = 4
 HELD_LIMIT = 1000
 HOLD_RECHECK = timedelta(minutes=1)  # at least this between two sends of held recipients
+# Patch: held recipients whose hold ends before the next group go out in between.
+HELD_BEFORE_NEXT_GROUP = "held-before-next-group"
 
 
 def workflow_id(message_id: uuid.UUID) -> str:
@@ -71,6 +74,7 @@ class RunCampaignMessageInput(BaseModel):
     next_batch: int | None = None
     totals: SendBatchResult = Field(default_factory=SendBatchResult)
     waves: list[Wave] = Field(default_factory=list)
+    next_hold: datetime | None = None  # earliest end of a quiet-hours hold, as last seen
 
 
 class RunCampaignMessageResult(BaseModel):
@@ -128,6 +132,8 @@ class CampaignMessageWorkflow:
 
         while state.next_group < len(state.groups):
             group = state.groups[state.next_group]
+            if workflow.patched(HELD_BEFORE_NEXT_GROUP):
+                await self._send_held_before(input, state, group.at)
             await self._sleep_until(group.at)
             if state.next_batch is None:
                 state.next_batch = group.first_batch
@@ -142,6 +148,8 @@ class CampaignMessageWorkflow:
                 for one in results:
                     _add(state.totals, one)
                     state.waves[-1].sent += one.sent
+                holds = [one.next_hold for one in results if one.next_hold is not None]
+                state.next_hold = min(holds, default=None)
                 self._sent = state.totals.sent
                 state.next_batch = last + 1
                 if workflow.info().is_continue_as_new_suggested():
@@ -171,6 +179,20 @@ class CampaignMessageWorkflow:
             skipped=totals.skipped,
             waves=state.waves,
         )
+
+    async def _send_held_before(
+        self, input: RunCampaignMessageInput, state: RunCampaignMessageInput, until: datetime
+    ) -> None:
+        """Recipients held by quiet hours whose window opens before the next group is due go
+        out when it opens, not after the last group."""
+        while state.next_hold is not None and state.next_hold < until:
+            await self._sleep_until(state.next_hold)
+            one = await self._send(input, None, held_due=workflow.now())
+            _add(state.totals, one)
+            self._sent = state.totals.sent
+            state.next_hold = one.next_hold
+            if state.next_hold is not None and one.recipients < HELD_LIMIT:
+                state.next_hold = max(state.next_hold, workflow.now() + HOLD_RECHECK)
 
     async def _sleep_until(self, at: datetime) -> None:
         wait = at - workflow.now()

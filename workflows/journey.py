@@ -60,6 +60,8 @@ DB = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1)),
 }
+# Database activities run as local activities (patch: histories before it replay as before).
+LOCAL_DB = "journey-local-db-activities"
 SEND_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5), maximum_attempts=20)
 WEBHOOK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=3)
 
@@ -250,7 +252,7 @@ class JourneyWorkflow:
             step_id: str | None = input.resume_step
         else:
             seen = self._status_signals
-            registered = await workflow.execute_activity_method(
+            registered = await self._db(
                 JourneyActivities.register_journey,
                 RegisterJourneyInput(
                     journey_id=input.journey_id,
@@ -261,7 +263,6 @@ class JourneyWorkflow:
                     workflow_id=workflow.info().workflow_id,
                     started_at=self._started,
                 ),
-                **DB,
             )
             if registered.status != "active":  # a journey that already ran (re-delivery)
                 return JourneyResult(status=registered.status, reason="already_ran")
@@ -308,15 +309,21 @@ class JourneyWorkflow:
                 )
         return await self._end("completed", None)
 
+    async def _db(self, activity: Any, arg: Any) -> Any:
+        """A short database activity (`DB` options). Local since `LOCAL_DB`: it runs inside the
+        workflow task, without an activity task's round trips through the server."""
+        if workflow.patched(LOCAL_DB):
+            return await workflow.execute_local_activity_method(activity, arg, **DB)
+        return await workflow.execute_activity_method(activity, arg, **DB)
+
     def _leave_status(self, reason: str) -> tuple[str, str]:
         return ("exited", reason) if reason == self._exit else ("removed", reason)
 
     async def _load(self, version: int) -> bool:
         seen = self._status_signals
-        loaded = await workflow.execute_activity_method(
+        loaded = await self._db(
             JourneyActivities.load_flow_version,
             LoadFlowVersionInput(flow_id=self._in.flow_id, version=version),
-            **DB,
         )
         try:
             self._defn = d.parse_definition(loaded.definition)
@@ -341,10 +348,9 @@ class JourneyWorkflow:
                 await workflow.wait_condition(free, timeout=PAUSE_CHECK_EVERY + jitter)
             except TimeoutError:
                 seen = self._status_signals
-                loaded = await workflow.execute_activity_method(
+                loaded = await self._db(
                     JourneyActivities.load_flow_version,
                     LoadFlowVersionInput(flow_id=self._in.flow_id, version=self._version),
-                    **DB,
                 )
                 self._follow(loaded.live_version, loaded.status, seen)
         await workflow.wait_condition(free)
@@ -363,7 +369,7 @@ class JourneyWorkflow:
         return await self._evaluate(condition)
 
     async def _evaluate(self, condition: Any) -> bool:
-        result = await workflow.execute_activity_method(
+        result = await self._db(
             JourneyActivities.evaluate,
             EvaluateInput(
                 workspace_id=self._in.workspace_id,
@@ -371,13 +377,12 @@ class JourneyWorkflow:
                 condition=dump_condition(condition),
                 since=self._started,
             ),
-            **DB,
         )
         return result.matches
 
     async def _record(self, step_id: str, outcome: str, reason: str | None = None) -> None:
         seen = self._status_signals
-        flow = await workflow.execute_activity_method(
+        flow = await self._db(
             JourneyActivities.record_step,
             RecordStepInput(
                 journey_id=self._in.journey_id,
@@ -390,13 +395,12 @@ class JourneyWorkflow:
                 key=f"{step_id}:{outcome}",
                 occurred_at=workflow.now(),
             ),
-            **DB,
         )
         if flow is not None:  # None in histories recorded before record_step answered
             self._follow(flow.live_version, flow.flow_status, seen)
 
     async def _end(self, status: str, reason: str | None) -> JourneyResult:
-        await workflow.execute_activity_method(
+        await self._db(
             JourneyActivities.end_journey,
             EndJourneyInput(
                 journey_id=self._in.journey_id,
@@ -404,7 +408,6 @@ class JourneyWorkflow:
                 reason=reason,
                 ended_at=workflow.now(),
             ),
-            **DB,
         )
         self._status, self._wake_at = status, None
         self._publish()
@@ -479,7 +482,7 @@ class JourneyWorkflow:
     async def _delay_until(self, step: d.DelayStep, entered: datetime) -> datetime | str:
         if step.duration is not None:
             return entered + timedelta(seconds=step.duration.seconds())
-        resolved = await workflow.execute_activity_method(
+        resolved = await self._db(
             JourneyActivities.resolve_delay,
             ResolveDelayInput(
                 workspace_id=self._in.workspace_id,
@@ -488,7 +491,6 @@ class JourneyWorkflow:
                 until_time=step.until_time.model_dump() if step.until_time else None,
                 until_date=step.until_date.model_dump() if step.until_date else None,
             ),
-            **DB,
         )
         return resolved.wake_at or resolved.reason or "no_time"
 
@@ -609,7 +611,7 @@ class JourneyWorkflow:
         """A manual flow's send waits in the review queue: None once released (or when the flow
         is no longer manual), else how the journey leaves (discarded, exit, flow deleted, step
         removed by a new version). A new version keeps the send as it was queued."""
-        queued = await workflow.execute_activity_method(
+        queued = await self._db(
             JourneyActivities.register_review,
             RegisterReviewInput(
                 workspace_id=self._in.workspace_id,
@@ -621,7 +623,6 @@ class JourneyWorkflow:
                 channel=step.channel.value,
                 template_id=step.template_id,
             ),
-            **DB,
         )
         if queued.review_id is None:  # "send": the flow went live meanwhile
             return None

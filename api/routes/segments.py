@@ -61,7 +61,10 @@ class SegmentPublic(BaseModel):
     definition: dict[str, Any]
     member_count: int
     created_at: datetime
-    updated_at: datetime
+    updated_at: datetime = Field(
+        description="When the definition last changed (a new name or description leaves it): "
+        "the first computation after it is a baseline whose entries start no flow"
+    )
     last_refreshed_at: datetime | None
 
 
@@ -161,6 +164,14 @@ async def _get(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.
     return segment
 
 
+def _same_condition(stored: dict[str, Any], condition: Condition) -> bool:
+    """Whether a saved definition parses to the same condition tree as `condition`."""
+    try:
+        return condition_adapter.validate_python(stored) == condition
+    except ValueError:  # a definition saved under an older condition language
+        return False
+
+
 def _name_taken(name: str) -> ApiError:
     return ApiError(409, "conflict", f"a segment named {name!r} already exists in this workspace")
 
@@ -258,24 +269,30 @@ async def update_segment(
     segment_id: uuid.UUID, body: SegmentUpdate, principal: Writer, session: SessionDep
 ) -> SegmentPublic:
     """Rename, describe or redefine. A new definition recomputes the members (entries and exits
-    are logged) and those of the segments that read this one."""
+    are logged) and those of the segments that read this one, as a baseline: those entries
+    start no "entered segment" flow. A new name or description is not a new definition: it
+    moves no timestamp, so the next refresh's entries start flows as before."""
     ws = principal.workspace_id
     segment = await _get(session, ws, segment_id)
     changes = body.model_dump(exclude_unset=True)
     for key in ("name", "definition"):
         if key in changes and changes[key] is None:
             raise ApiError(422, "validation_error", f"{key} cannot be null")
+    redefined = False
     if "definition" in changes:
-        await _condition(session, ws, changes["definition"], segment_id)
+        condition = await _condition(session, ws, changes["definition"], segment_id)
+        redefined = not _same_condition(segment.definition, condition)
     for key, value in changes.items():
         setattr(segment, key, value)
-    segment.updated_at = datetime.now(UTC)
+    if redefined:
+        # What marks a baseline (segments.membership): last_refreshed_at before updated_at.
+        segment.updated_at = datetime.now(UTC)
     session.add(segment)
     try:
         await session.flush()
     except IntegrityError:
         raise _name_taken(body.name or "") from None
-    if "definition" in changes:
+    if redefined:
         await _refresh_with_dependents(session, ws, segment_id)
     await session.commit()
     await session.refresh(segment)

@@ -1,5 +1,6 @@
 """Segments through the API: CRUD, 422s located in the definition, preview, members, the
-entry/exit log, daily history, manual refresh, the JSON Schema, and delete guarded by use."""
+entry/exit log, daily history, manual refresh, the JSON Schema, and delete guarded by use; a
+rename is not a new definition (its next entries still start "entered segment" flows)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from sqlalchemy import text
 
 from core.db import session_scope
 from ingest.events import NewEvent, store_events
+from tests.flows.test_journey import until
+from tests.flows.test_router import _journeys as journeys
+from tests.flows.test_triggers import count_of, live_flow, queued
+from worker import build_dispatcher, build_worker
 
 NOW = datetime.now(UTC)
 
@@ -25,6 +30,11 @@ def did(metric: str, *, days: int | None = None, at_least: int = 1) -> dict:
         "count": {"op": "at_least", "value": at_least},
         "timeframe": timeframe,
     }
+
+
+def lapsed(days: int) -> dict:
+    """Ordered once, but not in the last `days` days."""
+    return {"all": [did("Placed Order"), {"not": did("Placed Order", days=days)}]}
 
 
 def in_segment(segment_id: str) -> dict:
@@ -250,3 +260,62 @@ async def test_schema_describes_the_condition_language(client, workspaces):
     r = await client.get("/v1/segments/schema", headers=ws.admin)
     assert r.status_code == 200
     assert "behaviour" in json.dumps(r.json())
+
+
+async def test_a_rename_does_not_swallow_the_next_entries(
+    client, workspaces, engine, temporal_env, settings
+):
+    """Only a new definition makes a baseline (its first computation starts no "entered
+    segment" flow): after a new name or description, the next refresh's entries start the
+    flow like any other; a real redefinition still does not flood it."""
+    ws = await workspaces.create()
+    old, recent, newer = await profiles(client, ws, "o@example.com", "r@example.com", "n@x.com")
+    await events(
+        engine,
+        ws,
+        (old, "Placed Order", NOW - timedelta(days=40)),
+        (recent, "Placed Order", NOW - timedelta(days=10)),
+        (newer, "Placed Order", NOW - timedelta(days=20)),
+    )
+    seg = await create(client, ws, "Lapsed", lapsed(30))
+    assert seg["member_count"] == 1  # old
+    dispatcher = build_dispatcher(temporal_env.client, settings, engine)
+    await dispatcher.drain()  # the orders' own outbox rows: nothing enters
+    flow_id = await live_flow(client, ws, {"type": "segment_entered", "segment_id": seg["id"]})
+
+    r = await client.patch(
+        f"/v1/segments/{seg['id']}",
+        json={"name": "Lapsed buyers", "description": "no order for 30 days"},
+        headers=ws.admin,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "Lapsed buyers"
+    assert r.json()["updated_at"] == seg["updated_at"]  # the definition did not change
+
+    # Recent's last order ages out of the window: the next refresh finds them lapsed.
+    async with session_scope(engine) as session:
+        await session.execute(
+            text("UPDATE events SET occurred_at = :t WHERE profile_id = :p"),
+            {"t": NOW - timedelta(days=40), "p": uuid.UUID(recent)},
+        )
+    r = await client.post(f"/v1/segments/{seg['id']}/refresh", headers=ws.admin)
+    assert r.json() == {"entered": 1, "exited": 0, "member_count": 2}
+    assert await queued(engine) == 1  # owed to the flow, committed with the entry
+    async with build_worker(temporal_env.client, settings, engine):
+        assert await dispatcher.drain() == 1
+        await until(count_of(engine, flow_id, 1))
+    [journey] = await journeys(engine, uuid.UUID(flow_id))
+    assert journey.profile_id == uuid.UUID(recent)
+
+    # The same definition again changes nothing; a new one is a baseline: newer (last order
+    # 20 days ago) is logged as entered but starts no journey.
+    same = {"definition": lapsed(30)}
+    r = await client.patch(f"/v1/segments/{seg['id']}", json=same, headers=ws.admin)
+    assert r.json()["updated_at"] == seg["updated_at"]
+    r = await client.patch(
+        f"/v1/segments/{seg['id']}", json={"definition": lapsed(15)}, headers=ws.admin
+    )
+    assert r.status_code == 200, r.text
+    moved = datetime.fromisoformat(r.json()["updated_at"])
+    assert r.json()["member_count"] == 3 and moved > datetime.fromisoformat(seg["updated_at"])
+    assert await queued(engine) == 0

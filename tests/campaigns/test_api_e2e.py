@@ -399,12 +399,6 @@ async def test_three_paths_every_channel_exactly_their_first_paths_messages_on_t
     assert r.json()["percent"] == 100.0 and r.json()["held"] == 0 and r.json()["status"] == "sent"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflows/campaign_message.py sends held recipients only after its last due time, "
-    "so a hold that ends before a later zone's group is released late (reported for the "
-    "workflow's owner; remove this mark with the fix)",
-)
 async def test_sms_held_in_three_zones_goes_out_at_8_local_in_each(
     api, workspaces, time_skipping_env, engine
 ):

@@ -11,13 +11,23 @@ the flow just before) runs the new one from its first step.
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from temporalio import activity
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
+
+from activities import build_activities
+from activities.journeys import JourneyActivities, LoadFlowVersionInput, LoadFlowVersionResult
 from tests.flows.conftest import Shop, until
 from workflows.journey import JourneyWorkflow, StartJourneyInput
+from workflows.registry import ALL as WORKFLOWS
 
+HISTORIES = Path(__file__).parent / "histories"
 # What a user would call "on time": a timer fires at its time; the step after it is written
 # once its activities ran (wall-clock seconds, while the server's clock may be skipping).
 ON_TIME = timedelta(minutes=1)
@@ -118,11 +128,13 @@ async def got_email(shop: Shop, user: str, count: int = 1) -> list[str]:
 
 
 async def wakes_at(shop: Shop, journey: Any, expected: datetime) -> None:
-    """Wait until the journey (a `journeys` row) sleeps until `expected` (the edit arrived)."""
+    """Wait until the journey (a `journeys` row) sleeps until `expected` (the edit arrived).
+    The delay starts once its `entered` row is written: a moment after that row's time."""
     handle = shop.client.get_workflow_handle(journey["workflow_id"])
 
     async def retimed() -> bool:
-        return (await handle.query(JourneyWorkflow.get_state)).wake_at == expected
+        wake_at = (await handle.query(JourneyWorkflow.get_state)).wake_at
+        return wake_at is not None and expected <= wake_at < expected + ON_TIME
 
     retimed.__name__ = f"journey sleeping until {expected}"
     await until(retimed)
@@ -143,6 +155,16 @@ async def start_pinned(shop: Shop, flow_id: uuid.UUID, user: str, version: int) 
         id=f"journey-{flow_id}-{journey_id}",
         task_queue=shop.settings.task_queue,
     )  # fmt: skip
+
+
+async def replays(shop: Shop, journey: Any, name: str) -> None:
+    """The journey's history replays on today's code; `WM_RECORD_HISTORIES=1` keeps it in
+    tests/flows/histories for `test_replay.py` (docs/VERSIONING.md)."""
+    history = await shop.client.get_workflow_handle(journey["workflow_id"]).fetch_history()
+    if os.environ.get("WM_RECORD_HISTORIES"):
+        HISTORIES.joinpath(f"{name}.json").write_text(history.to_json())
+    replayer = Replayer(workflows=[JourneyWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
 
 
 # --- tests -------------------------------------------------------------------------------------
@@ -226,6 +248,7 @@ async def test_a_journey_whose_step_was_deleted_leaves_counted_as_removed(shop: 
         ("wait-1", "skipped", "step_removed", 2),
     ]
     assert await subjects(shop, "behind") == []
+    await replays(shop, behind, "journey_step_removed")
     # The customer whose step still exists goes on to the end.
     assert done["status"] == "completed"
     assert await subjects(shop, "ahead") == ["First reminder", "Second reminder"]
@@ -297,13 +320,6 @@ async def test_a_journey_registering_during_a_publish_is_not_left_on_the_old_ver
     """The publish's hook lists journeys before this one's row exists, and this one read the
     flow (`load_flow_version`, here a stand-in answering as of before the publish) before the
     publish committed: it learns of version 2 when it registers, before its first step."""
-    from temporalio import activity
-    from temporalio.worker import Worker
-
-    from activities import build_activities
-    from activities.journeys import JourneyActivities, LoadFlowVersionInput, LoadFlowVersionResult
-    from workflows.registry import ALL as WORKFLOWS
-
     real = JourneyActivities(shop.engine, shop.settings)
 
     @activity.defn(name="load_flow_version")

@@ -26,6 +26,7 @@ from tests.flows.test_live_edits import (
     flow,
     got_email,
     profile,
+    replays,
     set_status,
     start_pinned,
     step_time,
@@ -197,3 +198,4 @@ async def test_a_journey_started_while_its_flow_is_paused_or_in_draft(shop: Shop
     assert resumed_at <= entered < resumed_at + ON_TIME
     [gone] = await journeys_of(shop, drafted, "racer")
     assert (gone["status"], gone["end_reason"]) == ("removed", "flow_draft")
+    await replays(shop, journey, "journey_held_while_paused")

@@ -1,0 +1,165 @@
+"""The ledger rows of keys seen for the first time, written once in their decided state.
+
+The send path reads the rows of a batch's keys (`find_many`); a key without a row gets it only
+when its fate is decided (`insert_decided`): `sending` with the content handed to the provider
+(the claim), `skipped`, held (`queued` with `hold_until`) or `failed` — one INSERT per batch
+with `ON CONFLICT DO NOTHING` on the unique key, each row with its history entry. A new message
+thus costs one INSERT and one UPDATE (its outcome, `channels.ledger.mark_outcomes`), instead of
+an INSERT (`queued`) and two UPDATEs. Only rows the statement wrote may be handed to a
+provider: a key another attempt wrote meanwhile is not written again (nor sent).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from channels.ledger import _FIND, Outgoing, _dumps
+from models import Channel, MessageStatus
+from models.messages import SourceType
+
+
+async def find_many(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Sequence[str]
+) -> dict[str, Any]:
+    """The rows that exist for these keys, by key (the columns the send path reads)."""
+    if not keys:
+        return {}
+    rows = await session.execute(_FIND, {"ws": workspace_id, "keys": list(keys)})
+    return {row.idempotency_key: row for row in rows}
+
+
+@dataclass(frozen=True)
+class Source:
+    """What every message of one send shares (the ledger columns besides key and profile)."""
+
+    channel: Channel
+    source_type: SourceType
+    transactional: bool = False
+    template_id: uuid.UUID | None = None
+    flow_id: str | None = None
+    flow_version: int | None = None
+    step_id: str | None = None
+    journey_id: str | None = None
+    campaign_id: uuid.UUID | None = None
+    campaign_message_id: uuid.UUID | None = None
+
+
+@dataclass(slots=True)
+class Decided:
+    """A message whose key has no row yet, with its state decided: `sending` (with what is
+    handed to the provider), `skipped` (reason), `queued` with `hold_until` (held) or `failed`
+    (error)."""
+
+    message_id: uuid.UUID
+    idempotency_key: str
+    profile_id: uuid.UUID
+    status: MessageStatus
+    skip_reason: str | None = None
+    hold_until: datetime | None = None
+    error: str | None = None
+    outgoing: Outgoing | None = None
+
+
+_DECIDED = text(
+    """
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+             AS x(id uuid, key text, profile_id uuid, status text, skip_reason text,
+                  hold_until timestamptz, error text, to_address text, subject text,
+                  content text, content_sha256 text, provider text)
+    ), created AS (
+        INSERT INTO messages (id, workspace_id, profile_id, channel, source_type,
+                              idempotency_key, transactional, template_id, flow_id,
+                              flow_version, step_id, journey_id, campaign_id,
+                              campaign_message_id, status, skip_reason, hold_until, error,
+                              to_address, subject, content, content_sha256, provider,
+                              created_at, sending_at, failed_at)
+        SELECT x.id, :ws, x.profile_id, :channel, :source_type, x.key,
+               CAST(:transactional AS boolean), CAST(:template_id AS uuid),
+               CAST(:flow_id AS text), CAST(:flow_version AS int), CAST(:step_id AS text),
+               CAST(:journey_id AS text), CAST(:campaign_id AS uuid),
+               CAST(:campaign_message_id AS uuid), x.status, x.skip_reason, x.hold_until,
+               x.error, x.to_address, x.subject, decode(x.content, 'base64'),
+               x.content_sha256, x.provider, :now,
+               CASE WHEN x.status = 'sending' THEN CAST(:now AS timestamptz) END,
+               CASE WHEN x.status = 'failed' THEN CAST(:now AS timestamptz) END
+        FROM input x
+        JOIN profiles p ON p.id = x.profile_id AND p.workspace_id = :ws
+        ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
+        RETURNING id, status, skip_reason, hold_until, error
+    ), history AS (
+        INSERT INTO message_events (message_id, workspace_id, status, occurred_at, detail)
+        SELECT id, :ws, CASE WHEN status = 'queued' THEN 'held' ELSE status END, :now,
+               CASE status
+                   WHEN 'skipped' THEN jsonb_build_object('reason', skip_reason)
+                   WHEN 'queued' THEN jsonb_build_object('reason', 'quiet_hours',
+                                                         'hold_until', hold_until)
+                   WHEN 'failed' THEN jsonb_build_object('error', error)
+                   ELSE '{}'::jsonb
+               END
+        FROM created
+    )
+    SELECT id FROM created
+    """
+)
+
+
+async def insert_decided(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    source: Source,
+    decided: Sequence[Decided],
+    now: datetime,
+) -> set[uuid.UUID]:
+    """Write the rows of keys seen for the first time, each in its decided state, with its
+    history entry; one statement. Returns the ids written: a key another attempt wrote
+    meanwhile (or of a profile erased meanwhile) is not written — and a `sending` row not
+    written must not be sent."""
+    if not decided:
+        return set()
+    rows = []
+    for d in decided:
+        row: dict[str, Any] = {
+            "id": str(d.message_id),
+            "key": d.idempotency_key,
+            "profile_id": str(d.profile_id),
+            "status": d.status.value,
+        }
+        if d.skip_reason is not None:
+            row["skip_reason"] = str(d.skip_reason)
+        if d.hold_until is not None:
+            row["hold_until"] = d.hold_until.isoformat()
+        if d.error is not None:
+            row["error"] = d.error
+        if (o := d.outgoing) is not None:
+            row["to_address"] = o.to_address
+            row["subject"] = o.subject
+            row["content"] = base64.b64encode(o.content).decode()
+            row["content_sha256"] = o.content_sha256
+            row["provider"] = o.provider
+        rows.append(row)
+    params = {
+        "ws": workspace_id,
+        "now": now,
+        "rows": _dumps(rows),
+        "channel": Channel(source.channel).value,
+        "source_type": SourceType(source.source_type).value,
+        "transactional": source.transactional,
+        "template_id": source.template_id,
+        "flow_id": source.flow_id,
+        "flow_version": source.flow_version,
+        "step_id": source.step_id,
+        "journey_id": source.journey_id,
+        "campaign_id": source.campaign_id,
+        "campaign_message_id": source.campaign_message_id,
+    }
+    result = await session.execute(_DECIDED, params)
+    return set(result.scalars())

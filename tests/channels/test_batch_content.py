@@ -1,0 +1,203 @@
+"""Batch sends: content shared through substitutions must be exactly each recipient's content;
+templates that read nothing of the recipient render once; new keys are written once."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from activities.channels import SendMessagesInput
+from channels import email_tags, ledger, ledger_new, links
+from channels.providers.sendgrid import SendGridEmailProvider
+from channels.render import TemplateParts, recipient_independent
+from channels.send import send_many, unpack_content
+from core.db import session_scope
+from core.settings import Settings
+from ingest.consents import ConsentUpdate, apply_consents
+from models import (
+    Channel,
+    ConsentSource,
+    ConsentState,
+    LocalOutboxMessage,
+    Message,
+    MessageStatus,
+    Profile,
+)
+from models.base import utcnow
+from models.messages import SourceType
+from tests.channels.test_send import (
+    CapturingProvider,
+    _providers,
+    _template,
+    _workspace,
+    send_settings,  # noqa: F401 (fixture)
+)
+
+SETTINGS = Settings(secret_key="k" * 48, public_url="https://wm.example.com")
+HTML = (
+    "<html><head><title>Sale</title></head><body><h1>Hi {{ profile.first_name }}</h1>"
+    '<p>Our summer sale is on.</p><a href="https://shop.example.com/sale">Shop</a></body></html>'
+)
+
+
+async def _named(engine, ws, first_name: str) -> Profile:
+    n = uuid.uuid4().hex[:8]
+    profile = Profile(workspace_id=ws.id, email=f"p-{n}@example.com", first_name=first_name)
+    async with session_scope(engine) as session:
+        session.add(profile)
+        await session.flush()
+        update = ConsentUpdate(
+            profile.id, Channel.email, ConsentState.subscribed, ConsentSource.api
+        )
+        await apply_consents(session, ws.id, [update])
+    return profile
+
+
+async def test_emails_that_differ_only_in_names_share_one_request(
+    engine,
+    workspaces,
+    send_settings,  # noqa: F811
+):
+    ws = await _workspace(engine, workspaces)
+    template_id = await _template(
+        engine, ws, subject="Summer sale, {{ profile.first_name }}", html=HTML
+    )
+    plain = ["Ann", "Bartholomew", "Zoë Kowalska"]
+    # Not provably the same as tags: an escaped quote, a name that is also markup (`<body>`,
+    # `<title>`): those recipients get their own content.
+    special = ["O'Brien", "body", "Sale"]
+    profiles = {name: await _named(engine, ws, name) for name in plain + special}
+    provider = CapturingProvider(engine, ws.id)
+    input = SendMessagesInput(
+        workspace_id=ws.id,
+        channel=Channel.email,
+        template_id=template_id,
+        profile_ids=[p.id for p in profiles.values()],
+        idempotency_prefix=f"campaign-message:{uuid.uuid4()}",
+    )
+
+    result = await send_many(engine, send_settings, input, providers=_providers(provider))
+
+    assert result.sent == 6
+    by_name = {e.to: e for e in provider.emails}
+    emails = {name: by_name[p.email] for name, p in profiles.items()}
+    shared = {(emails[n].html, emails[n].text) for n in plain}
+    assert len(shared) == 1  # one content for the three: one SendGrid request
+    for name in special:
+        assert (emails[name].html, emails[name].text) not in shared
+    async with session_scope(engine) as session:
+        messages = {m.id: m for m in (await session.execute(select(Message))).scalars().all()}
+        outbox = {
+            o.message_id: o
+            for o in (await session.execute(select(LocalOutboxMessage))).scalars().all()
+        }
+    for name, email in emails.items():
+        message = messages[email.message_id]
+        content = unpack_content(message.content)
+        real_html = email_tags.substitute(email.html, email.substitutions)
+        real_text = email_tags.substitute(email.text, email.substitutions)
+        # What the recipient gets is exactly what the ledger and the outbox hold.
+        assert content["html"] == real_html == outbox[email.message_id].html
+        assert content["text"] == real_text == outbox[email.message_id].text
+        escaped = name.replace("'", "&#39;")
+        assert f"<h1>Hi {escaped}</h1>" in real_html and f"Hi {name}" in real_text
+        assert message.subject == email.subject == f"Summer sale, {name}"
+    # The SendGrid request: the shared content once, each recipient's subject and values in
+    # its personalization.
+    body = (
+        SendGridEmailProvider("SG.x", "http://127.0.0.1:9").build([emails[n] for n in plain]).get()
+    )
+    assert body["subject"] == "Summer sale, Ann"
+    personalizations = body["personalizations"]
+    assert [p.get("subject") for p in personalizations] == [
+        None,
+        "Summer sale, Bartholomew",
+        "Summer sale, Zoë Kowalska",
+    ]
+    assert "Zoë Kowalska" in personalizations[2]["substitutions"].values()
+
+
+CASES = [
+    ("<p>Hi Ann</p>", "Ann"),
+    ('<p>Hi Ann</p><img alt="Ann" src="https://shop.example.com/a.png">', "Ann"),
+    ('<p>Hi Ann</p><a href="https://shop.example.com/?n=Ann">Go</a>', "Ann"),
+    ("<p>Hi Ann</p><!-- for Ann -->", "Ann"),
+    ("<html><body><p>Hi body</p></body></html>", "body"),
+    ("<p>&ampAnn and Ann</p>", "Ann"),
+    ("<p>Hi <b>Ann Lee</b>, Ann</p>", "Ann Lee"),
+    ("<style>p{x:1}>Ann</style><p>Ann</p>", "Ann"),
+    ('<p title="a>b Ann">Ann</p>', "Ann"),
+    ("<p>wm1 Ann</p>", "Ann"),
+]
+
+
+@pytest.mark.parametrize(("html", "value"), CASES)
+def test_tagged_content_is_exactly_the_recipients_content(html, value):
+    """Whatever the template did with the value, the tagged content substituted is the content
+    the message would have on its own (links signed, text derived)."""
+    ids = {"workspace_id": uuid.uuid4(), "message_id": uuid.uuid4(), "profile_id": uuid.uuid4()}
+    unsubscribe = links.unsubscribe_url(settings=SETTINGS, **ids)
+    utm = {"utm_source": "waymark"}
+    tagged = email_tags.prepare_email_tagged(
+        html,
+        "",
+        settings=SETTINGS,
+        **ids,
+        utm=utm,
+        preheader=f"Deals for {value}",
+        unsubscribe_url=unsubscribe,
+        personal_urls=(unsubscribe,),
+        personal_values=(value, "Lee"),
+        derive_text=True,
+    )
+    expected_html = links.prepare_email_html(
+        html,
+        settings=SETTINGS,
+        **ids,
+        utm=utm,
+        preheader=f"Deals for {value}",
+        unsubscribe_url=unsubscribe,
+    )
+    subs = tagged.substitutions
+    assert email_tags.substitute(tagged.html, subs) == tagged.real_html == expected_html
+    assert email_tags.substitute(tagged.text, subs) == tagged.real_text == links.html_to_text(html)
+    assert unsubscribe not in tagged.html and "/l/c/" not in tagged.html or not subs
+
+
+def test_only_templates_that_read_nothing_of_the_recipient_render_once():
+    def independent(**parts):
+        return recipient_independent(TemplateParts(channel=Channel.email, **parts))
+
+    assert independent(subject="Sale", html="<p>{{ workspace.name }} sale</p>")
+    assert independent(html="{% set n = 3 %}{{ n * 2 }}")
+    assert not independent(subject="Hi {{ profile.first_name }}", html="<p>Sale</p>")
+    assert not independent(html="{{ 12.5|money }}")  # the profile's locale
+    assert not independent(html="{{ [1, 2]|random }}")
+    assert not independent(html="{{ lipsum() }}")
+    assert not independent(html="{{ unsubscribe_url }}")
+    assert not independent(html="{{ message_id }}")
+
+
+async def test_a_new_key_is_written_once(engine, workspaces):
+    """Two attempts writing the same new key: only the first row exists, and only it may be
+    sent (the second attempt's `sending` row was never written)."""
+    ws = await workspaces.create()
+    async with session_scope(engine) as session:
+        profile = Profile(workspace_id=ws.id, email="ann@example.com")
+        session.add(profile)
+    source = ledger_new.Source(Channel.email, SourceType.campaign)
+    key = f"campaign:{uuid.uuid4()}"
+    first, second = uuid.uuid4(), uuid.uuid4()
+    outgoing = ledger.Outgoing(first, "ann@example.com", "Hi", b"x", "0" * 64, "SendGrid")
+    async with session_scope(engine) as session:
+        row = ledger_new.Decided(first, key, profile.id, MessageStatus.sending, outgoing=outgoing)
+        assert await ledger_new.insert_decided(session, ws.id, source, [row], utcnow()) == {first}
+    async with session_scope(engine) as session:
+        again = ledger_new.Decided(
+            second, key, profile.id, MessageStatus.sending, outgoing=outgoing
+        )
+        assert await ledger_new.insert_decided(session, ws.id, source, [again], utcnow()) == set()
+        rows = await ledger_new.find_many(session, ws.id, [key])
+    assert rows[key].id == first and rows[key].status == "sending"
