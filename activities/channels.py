@@ -62,6 +62,9 @@ class SendMessageInput(BaseModel):
     # The trigger event as templates see it (`channels.render.event_context`).
     event: dict[str, Any] | None = None
     sender: Sender = Field(default_factory=Sender)
+    # The caller's clock (a journey's `workflow.now()`), as `SendMessagesInput.now`: the gate
+    # and the ledger's stamps use the later of it and the wall clock. None: the wall clock.
+    now: datetime | None = None
 
 
 class SendMessageResult(BaseModel):

@@ -39,6 +39,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from channels.render import event_context
+from flows.definition import check_webhook_url
 
 log = structlog.get_logger(__name__)
 ALERT_IDS = uuid.UUID("5b0f6d1e-8c0e-4f57-9a0c-3f3c1f0a7e11")  # uuid5 namespace of alert emails
@@ -199,6 +200,12 @@ class JourneyActionActivities:
     ) -> int:
         import httpx
 
+        try:
+            check_webhook_url(url)  # also for versions published before alerts were checked
+        except ValueError as exc:
+            raise ApplicationError(
+                f"webhook {url}: {exc}", type="WebhookError", non_retryable=True
+            ) from None
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
         secret = webhook_secret(self.settings.secret_key, workspace_id)
         signed = {

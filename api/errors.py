@@ -113,7 +113,18 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
     return error_response(422, "validation_error", f"invalid request — {summary}", details)
 
 
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": HTTPStatus(status).phrase}
-    for status in (400, 401, 403, 404, 409, 413, 422)
+    for status in ERROR_STATUSES
+}
+# For routers whose answers are HTML pages: FastAPI documents a `model` response in the route's
+# media type (text/html), but errors are JSON there too. (ErrorResponse is in the schema's
+# components through every other route.)
+JSON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": HTTPStatus(status).phrase,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for status in ERROR_STATUSES
 }

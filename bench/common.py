@@ -10,7 +10,7 @@ A benchmark's `main` usually reads:
         env = service_env(url, temporal.address)
         api = stack.enter_context(Service.api(env, Path(tmp) / "api.log"))
         worker = stack.enter_context(Service.worker(env, Path(tmp) / "worker.log"))
-        await wait_for_pollers(client, settings.task_queue, service=worker)
+        # then, in async code: await wait_for_pollers(client, task_queue, service=worker)
 
 - `postgres(tmp, server_settings=)`: the server of `DATABASE_URL` when set, else an embedded
   PostgreSQL (pgserver) under `tmp`, optionally restarted with `ALTER SYSTEM` settings; gives

@@ -24,7 +24,8 @@ Three phases, one after the other on the same servers:
    burst, latency is only the queue's length; it is printed for (2) too.
 
 Targets: (2) ≥ 0.5 × (1); p99 of (3) < 2 s + the delay. Prints CPU seconds per process per phase
-and the load average, since the machine is shared.
+and the load average, since the machine is shared. What the database says (seeding, completed
+journeys, per-stage times) is in `bench/journeys_data.py`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import psycopg
 from temporalio.client import Client
 
 from bench.bare_journey import BareJourneyWorkflow
@@ -61,13 +61,16 @@ from bench.common import (
     temporal_dev_server,
     wait_for_pollers,
 )
+from bench.journeys_data import (
+    METRIC,
+    completed_journeys,
+    journey_times,
+    seed_customers,
+)
 from core import temporal
-from core.db import libpq_url
 from core.settings import Settings
 from flows.router import CONCURRENCY as ROUTER_CONCURRENCY
-from flows.runtime import journey_id
 
-METRIC = "Started Checkout"
 RATIO_TARGET = 0.5
 LATENCY_MARGIN = 2.0  # seconds over the delay, p99
 STEADY_INTERVAL = 0.1  # seconds between two batches in the steady phase
@@ -151,27 +154,6 @@ async def create_flow(api: httpx.AsyncClient, ws: BenchWorkspace, delay: int) ->
     flow = await call("POST", "/v1/flows", {"definition": definition}, 201)
     await call("POST", f"/v1/flows/{flow['id']}/publish", {"message": "bench"}, 200)
     return uuid.UUID(flow["id"])
-
-
-def seed_customers(url: str, workspace_id: uuid.UUID, prefix: str, n: int) -> None:
-    """`n` profiles `{prefix}{i}` with an email address and email consent, set-based."""
-    with psycopg.connect(libpq_url(url)) as conn:
-        conn.execute(
-            """
-            WITH p AS (
-                INSERT INTO profiles (id, workspace_id, external_id, email, first_name, timezone,
-                                      properties, created_at, updated_at)
-                SELECT gen_random_uuid(), %(ws)s, %(prefix)s || i,
-                       %(prefix)s || i || '@example.com',
-                       'Shopper' || i, 'UTC', '{}', now(), now()
-                FROM generate_series(1, %(n)s) AS i
-                RETURNING id
-            )
-            INSERT INTO consents (profile_id, channel, workspace_id, state, source, updated_at)
-            SELECT id, 'email', %(ws)s, 'subscribed', 'api', now() FROM p
-            """,
-            {"ws": workspace_id, "prefix": prefix, "n": n},
-        )
 
 
 def batches(prefix: str, n: int, size: int) -> list[bytes]:
@@ -285,70 +267,6 @@ async def send_steady(api, ws, bodies: list[bytes], interval: float, connections
     await asyncio.gather(*tasks)
 
 
-def completed_journeys(url: str, flow_id: uuid.UUID, prefix: str) -> int:
-    with psycopg.connect(libpq_url(url)) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM journeys j JOIN profiles p ON p.id = j.profile_id "
-            "WHERE j.flow_id = %s AND j.status = 'completed' AND p.external_id LIKE %s",
-            (flow_id, prefix + "%"),
-        ).fetchone()[0]
-
-
-STAGES = (
-    "outbox+router",  # event accepted → the router starts the journey
-    "start→delay",  # start RPC, first workflow task, load, register, record "entered"
-    "delay",  # the timer, from "entered" to "completed" as the workflow recorded them
-    "delay→sent",  # record, record, the send path up to the ledger's sent_at
-    "sent→end",  # record "completed", end the journey
-)
-
-
-def journey_times(
-    url: str, flow_id: uuid.UUID, prefix: str
-) -> tuple[float, list[float], dict[str, list[float]]]:
-    """From the data: first acceptance → last journey end; per journey, event accepted → sent,
-    and the time spent in each of `STAGES`."""
-    with psycopg.connect(libpq_url(url)) as conn:
-        events = conn.execute(
-            "SELECT id, received_at FROM events WHERE metric = %s AND message_id LIKE %s",
-            (METRIC, prefix + "%"),
-        ).fetchall()
-        journeys = {
-            jid: (started, ended)
-            for jid, started, ended in conn.execute(
-                "SELECT id, started_at, ended_at FROM journeys WHERE flow_id = %s", (flow_id,)
-            )
-        }
-        delays: dict[tuple[uuid.UUID, str], datetime] = {
-            (jid, outcome): at
-            for jid, outcome, at in conn.execute(
-                "SELECT journey_id, outcome, occurred_at FROM journey_steps "
-                "WHERE flow_id = %s AND step_id = 'wait'",
-                (flow_id,),
-            )
-        }
-        sent = dict(
-            conn.execute(
-                "SELECT journey_id, sent_at FROM messages WHERE flow_id = %s AND status = 'sent'",
-                (str(flow_id),),
-            ).fetchall()
-        )
-    latencies: list[float] = []
-    stages: dict[str, list[float]] = {name: [] for name in STAGES}
-    for event_id, received_at in events:
-        jid = journey_id(flow_id, event_id)
-        if (at := sent.get(str(jid))) is None:
-            raise RuntimeError(f"event {event_id}'s journey sent no email")
-        latencies.append((at - received_at).total_seconds())
-        started, ended = journeys[jid]
-        marks = [received_at, started, delays[jid, "entered"], delays[jid, "completed"], at, ended]
-        for name, (a, b) in zip(STAGES, zip(marks, marks[1:], strict=False), strict=True):
-            stages[name].append((b - a).total_seconds())
-    first = min(received_at for _, received_at in events)
-    last = max(journeys[journey_id(flow_id, event_id)][1] for event_id, _ in events)
-    return (last - first).total_seconds(), latencies, stages
-
-
 async def waymark_phase(
     name: str,
     url: str,
@@ -443,6 +361,35 @@ def print_phase(phase: Phase, *, header: bool = False) -> None:
         print(f"{'':4}p50/p99 s: {', '.join(parts)}", flush=True)
 
 
+def log_problems(services: list[Service]) -> None:
+    """How many warnings and errors each process logged (JSON lines), and the commonest."""
+    for service in services:
+        if not service.log_file.exists():
+            continue
+        seen: dict[str, int] = {}
+        for line in service.log_file.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = {"level": "error", "event": line} if "Traceback" in line else {}
+            if str(entry.get("level", "")).lower() in ("warning", "error", "critical"):
+                key = f"{entry['level']}: {str(entry.get('event', ''))[:120]}"
+                seen[key] = seen.get(key, 0) + 1
+        if seen:
+            common = sorted(seen.items(), key=lambda kv: -kv[1])[:3]
+            print(f"{service.log_file.name}: " + "; ".join(f"{n}× {k}" for k, n in common))
+
+
+def slow_journeys(phase: Phase, limit: float) -> str:
+    """How many journeys were over `limit` seconds, and in which stage they lost the time."""
+    slow = [i for i, latency in enumerate(phase.latencies) if latency >= limit]
+    if not slow or not phase.stages:
+        return f"{len(slow)} over {limit:.1f} s"
+    worst = {name: max(values[i] for i in slow) for name, values in phase.stages.items()}
+    stage = max(worst, key=worst.get)
+    return f"{len(slow)} over {limit:.1f} s, most time in {stage} (up to {worst[stage]:.1f} s)"
+
+
 def report(f: Figures) -> None:
     verdict = {True: "met", False: "NOT met"}
     print(
@@ -452,7 +399,7 @@ def report(f: Figures) -> None:
     print(
         f"p99 event-to-send at {f.steady.rate:,.0f} journeys/s: {f.steady.p(99):.2f} s, "
         f"p50 {f.steady.p(50):.2f} s (target < {f.delay + LATENCY_MARGIN:.1f} s: "
-        f"{verdict[f.latency_met]})"
+        f"{verdict[f.latency_met]}); {slow_journeys(f.steady, f.delay + LATENCY_MARGIN)}"
     )
     print(load_average())
 
@@ -494,6 +441,7 @@ def main(argv: list[str] | None = None) -> Figures:
             for service in services:
                 stack.enter_context(service)
             figures = asyncio.run(run(args, url, pg.pid, server, *services))
+            log_problems(services)
         except BaseException:
             for service in services:
                 if tail := service.log_tail():

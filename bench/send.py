@@ -1,6 +1,6 @@
 """Benchmark: the full send path (gate, render, ledger, provider SDK) against raw SDK loops.
 
-    .venv/bin/python -m bench.send [--recipients 10000]
+    .venv/bin/python -m bench.send [--recipients 10000] [--rounds 5]
 
 10,000 email and 10,000 SMS recipients go through `channels.send.send_many` (the campaign
 activity's code, batches of 1,000) with real SendGrid / Twilio credentials pointed at a fast
@@ -9,9 +9,13 @@ Email runs twice: the same copy for everyone (only the tracking links differ: re
 requests through substitutions), and with the first name in subject and body (the names go as
 substitutions and per-personalization subjects, so these share requests too). The number of
 requests each full path made is printed.
-The same process then runs raw loops of the same SDK calls, at the providers' concurrency:
-SendGrid one request per recipient, SendGrid 1,000 personalizations per request, Twilio one
-request per message. Prints messages/s for each, the ratios, the load average, and whether
+The same process runs raw loops of the same SDK calls, at the providers' concurrency:
+SendGrid one request per recipient (the SDK's default client: a connection per request),
+SendGrid 1,000 personalizations per request, Twilio one request per message (one
+AsyncTwilioHttpClient, as the provider). The ways take turns in rounds (`--rounds`, each on a
+slice of the recipients, after an uncounted warm-up round), so a load that changes meanwhile
+weighs on all of them alike.
+Prints messages/s for each, the ratios, the load average, and whether
 issue #5's targets are met (SMS full path >= 0.5x its raw loop; email batching >= 10x the
 per-recipient raw loop).
 
@@ -49,6 +53,7 @@ HTML = (
 HTML_SAME = HTML.replace("Hi {{ profile.first_name }}", "Hi there")
 SMS = "Hi {{ profile.first_name }}, summer sale: https://shop.example.com/sale"
 CONCURRENCY = 8  # the providers' (channels.providers.common.CONCURRENCY)
+WARM = 1000  # recipients of the warm-up round (not counted)
 
 
 # --- the sink: a separate process, so it does not share this one's CPU time ------------------
@@ -213,14 +218,17 @@ def _requests(base_url: str) -> dict[str, int]:
         return json.loads(response.read())
 
 
-async def full_path(engine, settings, workspace_id, template_id, channel, ids) -> float:
+async def full_path(
+    engine, settings, workspace_id, template_id, channel, ids, campaign_message_id
+) -> tuple[float, dict[str, int]]:
+    """Seconds to send to `ids` through `send_many` (batches of 1,000, as the campaign
+    activity), and the requests the sink saw meanwhile."""
     from activities.channels import SendMessagesInput
     from channels.send import send_many
 
     before = _requests(settings.sendgrid_base_url)
     started = time.perf_counter()
     sent = 0
-    campaign_message_id = uuid.uuid4()
     for start in range(0, len(ids), 1000):
         result = await send_many(
             engine,
@@ -241,9 +249,7 @@ async def full_path(engine, settings, workspace_id, template_id, channel, ids) -
     elapsed = time.perf_counter() - started
     assert sent == len(ids), sent
     after = _requests(settings.sendgrid_base_url)
-    made = {k: after[k] - before[k] for k in after}
-    print(f"  {channel.value} full path: {made['mail']} Mail Send, {made['sms']} Twilio requests")
-    return len(ids) / elapsed
+    return elapsed, {k: after[k] - before[k] for k in after}
 
 
 def _mail(recipients: list[int]):
@@ -261,23 +267,26 @@ def _mail(recipients: list[int]):
     return mail.get()
 
 
-async def raw_sendgrid(base_url: str, n: int, per_request: int) -> float:
+async def raw_sendgrid(base_url: str, first: int, n: int, per_request: int) -> float:
+    """Seconds for the raw SDK loop over recipients `first`..`first + n`."""
     import sendgrid
 
     client = sendgrid.SendGridAPIClient("SG." + "x" * 40, host=base_url)
     gate = asyncio.Semaphore(CONCURRENCY)
+    end = first + n
 
     async def one(start: int) -> None:
-        body = _mail(list(range(start, min(start + per_request, n))))
+        body = _mail(list(range(start, min(start + per_request, end))))
         async with gate:
             await asyncio.to_thread(lambda: client.client.mail.send.post(request_body=body))
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(s) for s in range(0, n, per_request)))
-    return n / (time.perf_counter() - started)
+    await asyncio.gather(*(one(s) for s in range(first, end, per_request)))
+    return time.perf_counter() - started
 
 
-async def raw_twilio(base_url: str, n: int) -> float:
+async def raw_twilio(base_url: str, first: int, n: int) -> float:
+    """Seconds for the raw SDK loop over recipients `first`..`first + n`."""
     from twilio.http.async_http_client import AsyncTwilioHttpClient
     from twilio.rest import Client
 
@@ -297,17 +306,27 @@ async def raw_twilio(base_url: str, n: int) -> float:
                     status_callback=f"https://wm.example.com/webhooks/twilio/x/status?wm={i}",
                 )
 
-        await asyncio.gather(*(one(i) for i in range(n)))
-    return n / (time.perf_counter() - started)
+        await asyncio.gather(*(one(i) for i in range(first, first + n)))
+    return time.perf_counter() - started
 
 
-async def run(database_url: str, n: int) -> None:
+RAW_EMAIL = "raw SendGrid, 1 recipient/request"
+RAW_BATCHED = "raw SendGrid, 1,000 personalizations/request"
+FULL_SAME = "full path email, same copy (send_many)"
+FULL_NAMED = "full path email, names in copy (send_many)"
+RAW_SMS = "raw Twilio, 1 message/request"
+FULL_SMS = "full path SMS (send_many)"
+
+
+async def run(database_url: str, n: int, rounds: int) -> None:
     from models import Channel
 
     load = os.getloadavg()
     port = _free_port()
     sink = multiprocessing.get_context("spawn").Process(target=_serve_sink, args=(port,))
     sink.start()
+    seconds = dict.fromkeys((RAW_EMAIL, RAW_BATCHED, FULL_SAME, FULL_NAMED, RAW_SMS, FULL_SMS), 0.0)
+    made: dict[str, dict[str, int]] = {}
     try:
         _wait_port(port)
         base = f"http://127.0.0.1:{port}"
@@ -319,40 +338,63 @@ async def run(database_url: str, n: int) -> None:
             twilio_base_url=base,
         )
         engine = create_async_engine(sqlalchemy_url(database_url), pool_size=10)
-        workspace_id, email_id, same_id, sms_id, ids = await _setup(engine, settings, n)
-        rows = [
-            ("raw SendGrid, 1 recipient/request", await raw_sendgrid(base, n, 1)),
-            ("raw SendGrid, 1,000 personalizations/request", await raw_sendgrid(base, n, 1000)),
-            (
-                "full path email, same copy (send_many)",
-                await full_path(engine, settings, workspace_id, same_id, Channel.email, ids),
-            ),
-            (
-                "full path email, names in copy (send_many)",
-                await full_path(engine, settings, workspace_id, email_id, Channel.email, ids),
-            ),
-            ("raw Twilio, 1 message/request", await raw_twilio(base, n)),
-            (
-                "full path SMS (send_many)",
-                await full_path(engine, settings, workspace_id, sms_id, Channel.sms, ids),
-            ),
-        ]
+        workspace_id, email_id, same_id, sms_id, ids = await _setup(engine, settings, n + WARM)
+        campaigns = {name: uuid.uuid4() for name in (FULL_SAME, FULL_NAMED, FULL_SMS)}
+        templates = {
+            FULL_SAME: (same_id, Channel.email),
+            FULL_NAMED: (email_id, Channel.email),
+            FULL_SMS: (sms_id, Channel.sms),
+        }
+        # A warm-up of every way (imports, compiled templates, pools) on recipients not counted,
+        # then rounds: each way runs on a slice of the recipients, in turn with the others, so
+        # the machine's load (shared, it varies) weighs on every way alike.
+        step = -(-n // rounds)
+        for first, count in [(n, WARM)] + [(f, min(step, n - f)) for f in range(0, n, step)]:
+            if first == n:
+                zero = dict(seconds)
+            seconds[RAW_EMAIL] += await raw_sendgrid(base, first, count, 1)
+            seconds[RAW_BATCHED] += await raw_sendgrid(base, first, count, 1000)
+            for name in (FULL_SAME, FULL_NAMED):
+                template_id, channel = templates[name]
+                elapsed, requests = await full_path(
+                    engine,
+                    settings,
+                    workspace_id,
+                    template_id,
+                    channel,
+                    ids[first : first + count],
+                    campaigns[name],
+                )
+                seconds[name] += elapsed
+                made[name] = {k: made.get(name, {}).get(k, 0) + v for k, v in requests.items()}
+            seconds[RAW_SMS] += await raw_twilio(base, first, count)
+            template_id, channel = templates[FULL_SMS]
+            elapsed, requests = await full_path(
+                engine,
+                settings,
+                workspace_id,
+                template_id,
+                channel,
+                ids[first : first + count],
+                campaigns[FULL_SMS],
+            )
+            seconds[FULL_SMS] += elapsed
+            made[FULL_SMS] = {k: made.get(FULL_SMS, {}).get(k, 0) + v for k, v in requests.items()}
+            if first == n:  # the warm-up: not counted
+                seconds, made = zero, {}
         await engine.dispose()
     finally:
         sink.terminate()
         sink.join()
+    for name, requests in made.items():
+        print(f"  {name}: {requests['mail']} Mail Send, {requests['sms']} Twilio requests")
+    rows = [(name, n / spent) for name, spent in seconds.items()]
     rate = dict(rows)
     for name, value in rows:
         print(f"{name:<50} {value:>10,.0f} msg/s")
-    raw_email, batched = (
-        rate["raw SendGrid, 1 recipient/request"],
-        rate["raw SendGrid, 1,000 personalizations/request"],
-    )
-    same, named = (
-        rate["full path email, same copy (send_many)"],
-        rate["full path email, names in copy (send_many)"],
-    )
-    full_sms, raw_sms = rate["full path SMS (send_many)"], rate["raw Twilio, 1 message/request"]
+    raw_email, batched = rate[RAW_EMAIL], rate[RAW_BATCHED]
+    same, named = rate[FULL_SAME], rate[FULL_NAMED]
+    full_sms, raw_sms = rate[FULL_SMS], rate[RAW_SMS]
     print(f"email: raw batched / raw per-recipient loop        {batched / raw_email:6.2f}x")
     print(f"email: full path same copy / raw per-recipient     {same / raw_email:6.2f}x")
     print(f"email: full path same copy / raw batched loop      {same / batched:6.2f}x")
@@ -371,6 +413,9 @@ async def run(database_url: str, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipients", type=int, default=10_000)
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="the ways take turns, each on 1/rounds of them"
+    )
     args = parser.parse_args()
     name = f"waymark_bench_send_{uuid.uuid4().hex[:8]}"
     server = None
@@ -387,7 +432,7 @@ def main() -> None:
     url = database_url_with(admin_url, name)
     try:
         migrate.upgrade(url)
-        asyncio.run(run(url, args.recipients))
+        asyncio.run(run(url, args.recipients, args.rounds))
     finally:
         drop_database(admin_url, name)
         if server is not None:

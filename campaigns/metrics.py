@@ -7,7 +7,8 @@ one row per recipient in Python):
   status: the recipients, the progress of a send (done, held, remaining) and its waves;
 - `campaign_recipients` again → distinct profiles per path and for the campaign;
 - `messages` (the ledger, through `ix_messages_campaign_message`) → per message: sent, skipped
-  by reason, failed, delivered, opened, clicked, bounced, unsubscribed.
+  by reason, failed, delivered, opened, clicked, bounced, unsubscribed (the same figures as a
+  flow's: `channels.ledger_metrics`).
 
 What each figure counts:
 
@@ -33,51 +34,30 @@ from collections import defaultdict
 from datetime import datetime
 
 from pydantic import BaseModel, Field
-from sqlalchemy import text
+from sqlalchemy import Uuid, any_, bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from channels.ledger_metrics import MessageCounts, Reasons, ledger_counts
+from models import Message
 from models.campaigns import CampaignMessage, CampaignMessageStatus, CampaignPath
 from models.profile import Channel
 
-UNKNOWN = "unknown"
 FINISHED = (
     CampaignMessageStatus.sent,
     CampaignMessageStatus.cancelled,
     CampaignMessageStatus.cancelled_during_send,
 )
 DONE = ("sent", "skipped", "failed")  # campaign_recipients.status of a settled recipient
-OUTCOMES = ("sent", "failed", "delivered", "opened", "clicked", "bounced", "unsubscribed")
 
 
-class Reasons(BaseModel):
-    total: int = 0
-    reasons: dict[str, int] = Field(default_factory=dict, description="count per reason")
-
-    def add(self, reason: str | None, count: int) -> None:
-        if count:
-            self.total += count
-            key = reason or UNKNOWN
-            self.reasons[key] = self.reasons.get(key, 0) + count
-
-
-class Counts(BaseModel):
+class _Recipients(BaseModel):
     recipients: int = Field(0, description="profiles in the audience snapshot(s); see the docs")
-    sent: int = Field(0, description="handed to the provider (or the local outbox)")
-    skipped: Reasons = Field(
-        default_factory=Reasons, description="not sent: no consent, suppressed, smart sending…"
-    )
-    failed: int = 0
-    delivered: int = Field(0, description="delivery confirmed by the provider")
-    opened: int = 0
-    clicked: int = 0
-    bounced: int = 0
-    unsubscribed: int = Field(0, description="messages whose recipient unsubscribed through them")
 
-    def add(self, other: Counts) -> None:
-        for name in OUTCOMES:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for reason, n in other.skipped.reasons.items():
-            self.skipped.add(reason, n)
+
+# `recipients` first, then the ledger's figures (pydantic orders fields from the last base).
+class Counts(MessageCounts, _Recipients):
+    pass
 
 
 class Progress(BaseModel):
@@ -138,24 +118,6 @@ GROUP BY GROUPING SETS ((path_id), ())
 """
 )
 
-_LEDGER = text(
-    """
-SELECT campaign_message_id AS message_id,
-       CASE WHEN status = 'skipped' THEN skip_reason END AS reason,
-       count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent,
-       count(*) FILTER (WHERE status = 'skipped') AS skipped,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(delivered_at) AS delivered,
-       count(opened_at) AS opened,
-       count(clicked_at) AS clicked,
-       count(bounced_at) AS bounced,
-       count(*) FILTER (WHERE status = 'unsubscribed') AS unsubscribed
-FROM messages
-WHERE workspace_id = :ws AND campaign_message_id = ANY (CAST(:ids AS uuid[]))
-GROUP BY campaign_message_id, reason
-"""
-)
-
 _PROGRESS = text(
     """
 SELECT local_send_at AS due, status, count(*) AS n
@@ -163,6 +125,20 @@ FROM campaign_recipients WHERE message_id = :id
 GROUP BY local_send_at, status
 """
 )
+
+
+def _ledger_query(ws: uuid.UUID, ids: list[uuid.UUID]):
+    """Per message and skip reason, through ix_messages_campaign_message."""
+    m = Message.__table__.c
+    ledger = ledger_counts()
+    message_id = m.campaign_message_id.label("message_id")
+    return (
+        select(message_id, ledger.reason, *ledger.counts)
+        .where(
+            m.workspace_id == ws, m.campaign_message_id == any_(bindparam("ids", ids, ARRAY(Uuid)))
+        )
+        .group_by(m.campaign_message_id, ledger.reason)
+    )
 
 
 def _progress(status: CampaignMessageStatus, rows: list) -> Progress:
@@ -214,11 +190,8 @@ async def campaign_metrics(
             by_message[row.message_id].append(row)
         for row in await session.execute(_PROFILES, {"ids": ids}):
             profiles[None if row.total else row.path_id] = row.n
-        for row in await session.execute(_LEDGER, {"ids": ids, "ws": workspace_id}):
-            counts = ledger[row.message_id]
-            for name in OUTCOMES:
-                setattr(counts, name, getattr(counts, name) + getattr(row, name))
-            counts.skipped.add(row.reason, row.skipped)
+        for row in await session.execute(_ledger_query(workspace_id, ids)):
+            ledger[row.message_id].add_row(row)
 
     out = CampaignMetrics(campaign_id=campaign_id, recipients=profiles.get(None, 0), paths=[])
     for path in paths:

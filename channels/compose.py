@@ -16,7 +16,7 @@ import hashlib
 import json
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from channels import email_tags, links
@@ -28,6 +28,7 @@ from channels.render import (
     RenderContext,
     Rendered,
     TemplateError,
+    TemplateParts,
     needs_text,
     profile_context,
     profile_fields_used,
@@ -59,13 +60,23 @@ class Prepared:
     ref: str  # the message id as text (custom args, events)
 
 
+STORE_BELOW = 512  # bytes of JSON kept as a stored zlib block: too small to gain by deflate
+
+
 def pack(parts: dict[str, Any]) -> tuple[bytes, str]:
     """`messages.content` (zlib of the parts' JSON) and its SHA-256."""
     raw = json.dumps(parts, separators=(",", ":"), ensure_ascii=False).encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    if len(raw) < STORE_BELOW:
+        # A zlib stream of one stored block (RFC 1950/1951): what `zlib.compress(raw, 0)`
+        # writes, without allocating a compressor for an SMS-sized body.
+        size = len(raw)
+        block = bytes((1, size & 0xFF, size >> 8, ~size & 0xFF, (~size >> 8) & 0xFF))
+        return b"\x78\x01" + block + raw + zlib.adler32(raw).to_bytes(4, "big"), digest
     # An 8 KB window and a small hash table: `zlib.compress`'s defaults allocate ~256 KB per
     # call (mmap'd), which costs more than compressing a message. Plain zlib all the same.
     packer = zlib.compressobj(1, zlib.DEFLATED, 13, 6)
-    return packer.compress(raw) + packer.flush(), hashlib.sha256(raw).hexdigest()
+    return packer.compress(raw) + packer.flush(), digest
 
 
 def unpack_content(content: bytes) -> dict[str, Any]:
@@ -100,7 +111,10 @@ class Composer:
     ) -> None:
         self.settings = settings
         self.workspace_id = workspace.id
-        self.template = template
+        # A plain copy of the template (rendering reads its attributes for every recipient).
+        self.template = TemplateParts(
+            **{f.name: getattr(template, f.name) for f in fields(TemplateParts)}
+        )
         self.channel = channel
         self.transactional = transactional
         self.utm = utm

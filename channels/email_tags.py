@@ -256,8 +256,9 @@ def prepare_email_tagged(
             personal_urls=personal_urls,
             derive_text=derive_text,
         )
+    profile_raw, message_raw = profile_id.bytes, message_id.bytes
     for name, slot in slots:
-        subs[name] = links.slot_value(slot, signer, profile_id, message_id)
+        subs[name] = links.slot_value(slot, signer, profile_raw, message_raw)
     real_html = substitute(tagged_html, subs)
     real_text = substitute(text, subs)
     if any(_TAG.search(v) for v in subs.values()):  # a value that looks like a tag: no tags

@@ -67,7 +67,7 @@ QUIET_CHANNELS = frozenset({Channel.sms, Channel.whatsapp})
 
 _FACTS = text(
     """
-    SELECT x.id,
+    SELECT x.n,
            c.state,
            EXISTS (SELECT 1 FROM suppressions s
                    WHERE s.workspace_id = :ws AND s.channel = :channel
@@ -83,7 +83,8 @@ _FACTS = text(
                EXISTS (SELECT 1 FROM push_subscriptions ps
                        WHERE ps.workspace_id = :ws AND ps.profile_id = x.id)
            ELSE x.address IS NOT NULL END AS has_address
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:addresses AS text[])) AS x(id, address)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:addresses AS text[])) WITH ORDINALITY
+         AS x(id, address, n)
     LEFT JOIN consents c
            ON c.profile_id = x.id AND c.channel = :channel AND c.workspace_id = :ws
     """
@@ -159,11 +160,13 @@ async def check_many(
             "addresses": addresses,
         },
     )
-    facts = {row.id: row for row in rows}
+    # By position (`WITH ORDINALITY`): no profile id read back per row.
+    facts: list = [None] * len(profiles)
+    for row in rows:
+        facts[row.n - 1] = row
     default_zone = settings.default_zone()
     decisions: dict[uuid.UUID, GateDecision] = {}
-    for profile in profiles:
-        fact = facts[profile.id]
+    for profile, fact in zip(profiles, facts, strict=True):
         if not fact.has_address:
             decision = GateDecision(GateAction.skip, SkipReason.no_address)
         elif fact.suppressed:

@@ -302,6 +302,10 @@ class Outcome:
     error: str | None = None
 
 
+# A MessageStatus and its value are the same key (StrEnum): `MessageStatus(x)` per row costs
+# more than the statement's share of the row.
+_STATUS_VALUES = {s: s.value for s in MessageStatus}
+
 _OUTCOME = text(
     """
     WITH input AS (
@@ -345,7 +349,7 @@ async def mark_outcomes(
     rows = [
         {
             "id": str(o.message_id),
-            "status": MessageStatus(o.status).value,
+            "status": _STATUS_VALUES[o.status],  # a MessageStatus or its value
             "provider_message_id": o.provider_message_id,
             "error": o.error,
         }

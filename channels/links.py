@@ -124,8 +124,8 @@ class Signer:
         self,
         kind: LinkKind,
         channel: Channel,
-        profile_id: uuid.UUID,
-        message_id: uuid.UUID | None = None,
+        profile_id: uuid.UUID | bytes,
+        message_id: uuid.UUID | bytes | None = None,
         url: str | None = None,
     ) -> str:
         if kind == LinkKind.click and not _is_web(url):
@@ -140,8 +140,8 @@ class Signer:
             (
                 bytes((VERSION, kind, flags)),
                 self._workspace,
-                profile_id.bytes,
-                (message_id or _ZERO).bytes,
+                _raw(profile_id),
+                _raw(message_id or _ZERO),
                 packed,
             )
         )
@@ -152,8 +152,8 @@ class Signer:
         self,
         kind: LinkKind,
         channel: Channel,
-        profile_id: uuid.UUID,
-        message_id: uuid.UUID | None = None,
+        profile_id: uuid.UUID | bytes,
+        message_id: uuid.UUID | bytes | None = None,
         url: str | None = None,
     ) -> str:
         """The public URL of a signed token (`https://…/l/c/<token>`)."""
@@ -161,6 +161,11 @@ class Signer:
         return (
             f"{self.base}{prefix}{self.token(kind, channel, profile_id, message_id, url)}{suffix}"
         )
+
+
+def _raw(value: uuid.UUID | bytes) -> bytes:
+    """A UUID's 16 bytes; callers signing many links of one message pass them once."""
+    return value if value.__class__ is bytes else value.bytes  # type: ignore[union-attr]
 
 
 def signer(settings: Settings, workspace_id: uuid.UUID) -> Signer:
@@ -404,7 +409,9 @@ def _slot_value(slot: _Slot, settings: Settings, ids: dict[str, uuid.UUID]) -> s
     )
 
 
-def slot_value(slot: _Slot, signer: Signer, profile_id: uuid.UUID, message_id: uuid.UUID) -> str:
+def slot_value(
+    slot: _Slot, signer: Signer, profile_id: uuid.UUID | bytes, message_id: uuid.UUID | bytes
+) -> str:
     """The HTML-escaped text a slot of an email stands for, for one message."""
     if slot[0] == "click":
         url = signer.url(LinkKind.click, Channel.email, profile_id, message_id, slot[1])

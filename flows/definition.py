@@ -16,7 +16,17 @@ import uuid
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from models import Channel
 from segments.conditions import Condition, EventFilter
@@ -26,6 +36,7 @@ TimeOfDay = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: list[Weekday] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 MAX_BRANCHES = 10
+STORED = "stored"  # validation context key: a definition read back from `flow_versions`
 Filters = Annotated[list[EventFilter], Field(default_factory=list, max_length=20)]
 
 
@@ -250,6 +261,28 @@ class TagStep(_Step):
     next: StepId | None = None
 
 
+def check_webhook_url(url: str) -> str:
+    """`url` if Waymark may POST to it: https, or http only to this machine (localhost), so a
+    flow cannot reach plain-http addresses inside the network. Raises ValueError."""
+    parts = urlsplit(url)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
+        raise ValueError("give an https:// URL (http:// only for localhost)")
+    return url
+
+
+_EMAIL = TypeAdapter(EmailStr)
+
+
+def _is_email(value: str) -> bool:
+    """One plain address (`Name <address>` is refused: only the address would be sent to)."""
+    try:
+        _EMAIL.validate_python(value)
+    except ValidationError:
+        return False
+    return "<" not in value
+
+
 class WebhookStep(_Step):
     """HTTP POST `body` (string values may be Jinja templates over `profile` and `event`)."""
 
@@ -264,23 +297,38 @@ class WebhookStep(_Step):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        local = parts.hostname in ("localhost", "127.0.0.1", "::1")
-        if not parts.hostname or not (
-            parts.scheme == "https" or (parts.scheme == "http" and local)
-        ):
-            raise ValueError("give an https:// URL (http:// only for localhost)")
-        return url
+        return check_webhook_url(url)
 
 
 class AlertStep(_Step):
-    """Notify staff: an email address or a webhook URL in `to`."""
+    """Notify staff: an email address (`channel: email`) or a webhook URL (`channel: webhook`,
+    the same https rule as a webhook step) in `to`.
+
+    A definition read back from `flow_versions` (`parse_definition`) skips the `to` check, so a
+    version published before it keeps loading; the alert activity checks a webhook URL again
+    before posting."""
 
     type: Literal["alert"] = "alert"
     channel: Literal["email", "webhook"] = "email"
     to: str = Field(min_length=1, max_length=2048)
     message: str = Field(min_length=1, max_length=5000)
     next: StepId | None = None
+
+    @model_validator(mode="after")
+    def _to(self, info: ValidationInfo) -> AlertStep:
+        if (info.context or {}).get(STORED):
+            return self
+        if self.channel == "webhook":
+            try:
+                check_webhook_url(self.to)
+            except ValueError as exc:
+                raise ValueError(f"step '{self.id}': to: {exc}") from None
+            return self
+        if not _is_email(self.to):
+            raise ValueError(
+                f"step '{self.id}': to: give the email address alerts go to, like ops@shop.com"
+            )
+        return self
 
 
 Step = Annotated[
@@ -346,7 +394,8 @@ def dump_definition(defn: FlowDefinition) -> dict[str, Any]:
 
 
 def parse_definition(data: Any) -> FlowDefinition:
-    return FlowDefinition.model_validate(data)
+    """A stored (published) definition: rules added after it was published do not refuse it."""
+    return FlowDefinition.model_validate(data, context={STORED: True})
 
 
 def flow_json_schema() -> dict[str, Any]:

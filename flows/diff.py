@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.definition import FlowDefinition, dump_definition
+from flows.definition import FlowDefinition, dump_definition, parse_definition
 
 _MISSING = object()
 
@@ -70,7 +70,7 @@ def _json(defn: FlowDefinition | dict[str, Any] | None) -> dict[str, Any]:
         return {"steps": []}
     if isinstance(defn, FlowDefinition):
         return dump_definition(defn)
-    return dump_definition(FlowDefinition.model_validate(defn))
+    return dump_definition(parse_definition(defn))  # stored: later rules do not refuse it
 
 
 def diff_definitions(

@@ -9,7 +9,8 @@ one small query for the versions and their step ids, read from the definitions i
 - `journey_steps` (the step outcome log) → entered, completed, skipped (by reason), failed per
   version and step;
 - `messages` (the message ledger) → sent, skipped (by reason), failed, delivered, opened,
-  clicked, bounced, unsubscribed per version and step.
+  clicked, bounced, unsubscribed per version and step (the same figures as a campaign's:
+  `channels.ledger_metrics`).
 
 Python only adds up those groups (tens of rows), never the journeys or messages themselves.
 
@@ -27,31 +28,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, case, column, exists, func, or_, select, true
+from sqlalchemy import and_, case, column, func, or_, select, true
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import FlowVersion, Message, MessageEvent
+from channels.ledger_metrics import MessageCounts, Reasons, Window, ledger_counts
+from models import FlowVersion, Message
 from models.journeys import Journey, JourneyStatus, JourneyStep, StepOutcome
-from models.messages import MessageStatus
-
-UNKNOWN = "unknown"
-
-
-class Reasons(BaseModel):
-    total: int = 0
-    reasons: dict[str, int] = Field(default_factory=dict, description="count per reason")
-
-    def add(self, reason: str | None, count: int) -> None:
-        if count:
-            self.total += count
-            key = reason or UNKNOWN
-            self.reasons[key] = self.reasons.get(key, 0) + count
 
 
 class JourneyCounts(BaseModel):
@@ -63,19 +50,6 @@ class JourneyCounts(BaseModel):
         default_factory=Reasons,
         description="taken out: flow filter, step deleted by an edit, restart, flow deleted…",
     )
-
-
-class MessageCounts(BaseModel):
-    sent: int = Field(0, description="handed to the provider (or the local outbox)")
-    skipped: Reasons = Field(
-        default_factory=Reasons, description="not sent: no consent, suppressed, smart sending…"
-    )
-    failed: int = 0
-    delivered: int = Field(0, description="delivery confirmed by the provider")
-    opened: int = 0
-    clicked: int = 0
-    bounced: int = 0
-    unsubscribed: int = Field(0, description="messages whose recipient unsubscribed through them")
 
 
 class StepMetrics(BaseModel):
@@ -108,21 +82,6 @@ class FlowMetrics(BaseModel):
     messages: MessageCounts
     versions: list[VersionMetrics] = Field(description="the same figures per version")
     steps: list[StepMetrics] = Field(description="per step id, in the definition's order")
-
-
-@dataclass(frozen=True)
-class Window:
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def holds(self, column: Any) -> ColumnElement[bool]:
-        """`column` is set and falls in the window."""
-        terms = [column.is_not(None)]
-        if self.since is not None:
-            terms.append(column >= self.since)
-        if self.until is not None:
-            terms.append(column < self.until)
-        return and_(*terms)
 
 
 # --- the three aggregates -------------------------------------------------------------------
@@ -165,42 +124,12 @@ def _steps_query(ws: uuid.UUID, flow_id: uuid.UUID, version: int | None, window:
 
 def _messages_query(ws: uuid.UUID, flow_id: uuid.UUID, version: int | None, window: Window):
     m = Message.__table__.c
-    e = MessageEvent.__table__.c
-    skipped = m.status == MessageStatus.skipped.value
-    unsubscribed: ColumnElement[bool] = m.status == MessageStatus.unsubscribed.value
-    if window.since is not None or window.until is not None:
-        # No timestamp column: when it happened is in the message's history (few rows: only
-        # the unsubscribed messages are looked up, through ix_message_events_message).
-        when = exists().where(
-            e.message_id == m.id,
-            e.status == MessageStatus.unsubscribed.value,
-            window.holds(e.occurred_at),
-        )
-        unsubscribed = and_(unsubscribed, when)
-    reason = case((skipped, m.skip_reason)).label("reason")
-
-    def count(condition: ColumnElement[bool], name: str):
-        return func.count().filter(condition).label(name)
-
+    ledger = ledger_counts(window)
     query = (
-        select(
-            m.flow_version,
-            m.step_id,
-            reason,
-            count(window.holds(m.sent_at), "sent"),
-            count(and_(skipped, window.holds(m.created_at)), "skipped"),
-            count(
-                and_(m.status == MessageStatus.failed.value, window.holds(m.failed_at)), "failed"
-            ),
-            count(window.holds(m.delivered_at), "delivered"),
-            count(window.holds(m.opened_at), "opened"),
-            count(window.holds(m.clicked_at), "clicked"),
-            count(window.holds(m.bounced_at), "bounced"),
-            count(unsubscribed, "unsubscribed"),
-        )
+        select(m.flow_version, m.step_id, ledger.reason, *ledger.counts)
         # `flow_id = :id` implies `flow_id IS NOT NULL`: the partial index ix_messages_flow_step.
         .where(m.workspace_id == ws, m.flow_id == str(flow_id))
-        .group_by(m.flow_version, m.step_id, reason)
+        .group_by(m.flow_version, m.step_id, ledger.reason)
     )
     return query.where(m.flow_version == version) if version is not None else query
 
@@ -256,15 +185,12 @@ class _Tally:
                 step.failed += row.n
 
     def add_messages(self, rows: Iterable[Any]) -> None:
-        names = ("sent", "failed", "delivered", "opened", "clicked", "bounced", "unsubscribed")
         for row in rows:
             targets = [self.messages, self.version(row.flow_version).messages]
             if row.step_id:
                 targets.append(self.step(row.step_id).messages)
             for counts in targets:
-                for name in names:
-                    setattr(counts, name, getattr(counts, name) + getattr(row, name))
-                counts.skipped.add(row.reason, row.skipped)
+                counts.add_row(row)
 
 
 def _steps_of_versions(flow_id: uuid.UUID, version: int | None):

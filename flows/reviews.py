@@ -11,6 +11,11 @@ Idempotent: deciding again decides nothing new, but signals again the journeys w
 is recorded while they still sit at that step (a signal lost when the API died between its
 commit and the signal, or while Temporal was unreachable), so repeating a release is how such a
 journey is moved on.
+
+`signal` runs inside the caller's HTTP request (bulk release / discard, and manual → live in
+`POST /v1/flows/{id}/status`), `SIGNAL_CONCURRENCY` at a time, after the commit: a call over many
+journeys may time out at the client while the decision is already saved. Repeating the call is
+safe (see above) and is what the routes' documentation tells callers to do.
 """
 
 from __future__ import annotations

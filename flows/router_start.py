@@ -12,7 +12,8 @@ journey's trigger event); `JourneyStarter.start` applies the entry rules to a ba
    - ignore: `journey-{flow}-{profile}`; conflict FAIL (refused while one runs), reuse
      ALLOW_DUPLICATE (a customer who finished the flow is not a duplicate);
    - restart: `journey-{flow}-{profile}`; conflict TERMINATE_EXISTING, reuse ALLOW_DUPLICATE;
-     the terminated journey's row is closed here as removed (`restarted`).
+     the terminated journey's row is closed here as removed (`restarted`), and a send it held
+     in the review queue is discarded (`restarted`) — one statement per batch.
    The flow filter is not checked here: the journey checks it first thing (and before every
    step), so it is removed with reason `filter` and that shows in statistics.
 
@@ -61,10 +62,24 @@ _KNOWN = text(
            AND started_at > :since)
     """
 )
+# The journeys a restart replaced (TERMINATE_EXISTING: their `end_journey` never runs) are
+# closed as removed, and a send one of them held in the review queue is discarded with them —
+# one statement per batch, whatever the number of restarts.
 _RESTARTED = text(
     """
-    UPDATE journeys SET status = 'removed', end_reason = 'restarted', ended_at = now()
-    WHERE flow_id = :flow AND profile_id = :profile AND status = 'active' AND id <> :id
+    WITH started AS (
+        SELECT * FROM unnest(CAST(:flows AS uuid[]), CAST(:profiles AS uuid[]),
+                             CAST(:ids AS uuid[])) AS s(flow_id, profile_id, journey_id)
+    ), closed AS (
+        UPDATE journeys j SET status = 'removed', end_reason = 'restarted', ended_at = now()
+        FROM started s
+        WHERE j.flow_id = s.flow_id AND j.profile_id = s.profile_id AND j.status = 'active'
+          AND j.id <> s.journey_id
+        RETURNING j.id
+    )
+    UPDATE journey_reviews r
+    SET status = 'discarded', reason = 'restarted', decided_at = now()
+    FROM closed WHERE r.journey_id = closed.id AND r.status = 'waiting'
     """
 )
 
@@ -142,12 +157,17 @@ class JourneyStarter:
         results = await asyncio.gather(
             *(self._start_in_order(wid, duplicate[wid], starts) for wid, starts in by_id.items())
         )
-        for started in results:
-            for start in started:
-                await session.execute(
-                    _RESTARTED,
-                    {"flow": start.flow_id, "profile": start.profile_id, "id": start.journey_id},
-                )
+        # Per flow and profile the last restart runs; every other active journey is closed.
+        survivors = {(s.flow_id, s.profile_id): s.journey_id for done in results for s in done}
+        if survivors:
+            await session.execute(
+                _RESTARTED,
+                {
+                    "flows": [flow for flow, _ in survivors],
+                    "profiles": [profile for _, profile in survivors],
+                    "ids": list(survivors.values()),
+                },
+            )
 
     async def _start_in_order(
         self, wid: str, duplicate: str, starts: list[StartJourneyInput]

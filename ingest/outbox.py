@@ -12,14 +12,16 @@ The same dispatcher drains `membership_outbox` (list joins and segment entries o
 segment-triggered flows, written by triggers in the change's transaction; see
 `models/membership_outbox.py`) and hands them to the routers that take them
 (`MembershipRouter`), in a transaction of their own right after the events: segment entries made
-by routing a batch of events are delivered in the same `dispatch_once`.
+by routing a batch of events are delivered in the same `dispatch_once`. The running dispatcher
+(`run`) drains the two outboxes as separate lanes with separate backoffs, so a failing membership
+batch never delays event routing (and a failing event batch never delays list joins).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -33,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from core.db import libpq_url, session_scope
 
 CHANNEL = "waymark_event_outbox"
+MAX_BACKOFF = 60.0  # seconds: the longest rest after failures
 log = structlog.get_logger(__name__)
 
 
@@ -167,7 +170,15 @@ class OutboxDispatcher:
             task.result()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set: on every NOTIFY, and every `poll_interval` seconds."""
+        """Deliver until `stop` is set: on every NOTIFY, and every `poll_interval` seconds.
+
+        Events and membership changes are two lanes, each with its own backoff: a failing
+        membership batch (a poison row, Temporal unreachable for the list-triggered flows) does
+        not hold back event triggers, exits and waits, nor the other way round."""
+        lanes = [
+            _Lane("events", self._dispatch_events, self.poll_interval),
+            _Lane("memberships", self._dispatch_memberships, self.poll_interval),
+        ]
         backoff = self.poll_interval
         while not stop.is_set():
             try:
@@ -177,8 +188,13 @@ class OutboxDispatcher:
                     await listener.execute(f"LISTEN {CHANNEL}")
                     backoff = self.poll_interval
                     while not stop.is_set():
-                        await self.drain()
-                        await self._idle(listener, stop)
+                        # A batch of each in turn (events first: the segment entries a batch
+                        # makes go out right after it); idle once both are empty or resting.
+                        delivered = 0
+                        for lane in lanes:
+                            delivered += await lane.once()
+                        if not delivered:
+                            await self._idle(listener, stop)
             except Exception as exc:  # noqa: BLE001 - a dispatcher never gives up
                 if stop.is_set():
                     break
@@ -187,4 +203,34 @@ class OutboxDispatcher:
                     await asyncio.wait_for(stop.wait(), backoff)
                 except TimeoutError:
                     pass
-                backoff = min(backoff * 2, 60.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+class _Lane:
+    """One outbox drained on its own: after a failure it rests (doubling, up to MAX_BACKOFF)
+    while the other lane goes on; the rows stay and are delivered again."""
+
+    def __init__(self, name: str, dispatch: Callable[[], Awaitable[int]], base: float) -> None:
+        self.name, self.dispatch, self.base = name, dispatch, base
+        self.delay = 0.0
+        self.resume_at = 0.0
+
+    async def once(self) -> int:
+        """One batch, unless resting after a failure; how many rows it delivered."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.resume_at:
+            return 0
+        try:
+            delivered = await self.dispatch()
+        except Exception as exc:  # noqa: BLE001 - rolled back; the rows are delivered again
+            self.delay = min(self.delay * 2, MAX_BACKOFF) if self.delay else self.base
+            self.resume_at = loop.time() + self.delay
+            log.warning(
+                "outbox batch failed; retrying",
+                outbox=self.name,
+                error=str(exc)[:500],
+                retry_in=self.delay,
+            )
+            return 0
+        self.delay = 0.0
+        return delivered

@@ -38,6 +38,8 @@ class JourneyReview(SQLModel, table=True):
         # The queue of a flow (optionally one step), oldest first.
         Index("ix_journey_reviews_queue", "flow_id", "status", "created_at", "id"),
         Index("uq_journey_reviews_step", "journey_id", "step_id", unique=True),
+        # A profile's rows: the FK cascade when a merge or an erasure deletes a profile.
+        Index("ix_journey_reviews_profile", "profile_id"),
     )
 
     id: uuid.UUID = id_field()

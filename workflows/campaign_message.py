@@ -14,6 +14,10 @@ Started by `campaigns.scheduling.schedule_message` as a delayed workflow (id
 4. sends recipients held by quiet hours when their hold ends — between groups when it ends
    before the next group is due, else after the last one — then records the final status.
 
+Every loop continues-as-new when Temporal suggests it (a long history), with its place in
+`RunCampaignMessageInput`. Changes to the commands go through `workflow.patched`
+(docs/VERSIONING.md); `tests/campaigns/test_replay.py` replays recorded histories.
+
 The history holds counts and batch numbers, never the recipient list. Exactly once per
 recipient comes from the ledger key `campaign:{message_id}:{profile_id}`: a batch re-run after a
 worker crash replays settled keys without calling the provider.
@@ -48,6 +52,8 @@ HELD_LIMIT = 1000
 HOLD_RECHECK = timedelta(minutes=1)  # at least this between two sends of held recipients
 # Patch: held recipients whose hold ends before the next group go out in between.
 HELD_BEFORE_NEXT_GROUP = "held-before-next-group"
+# Patch: the loops that send held recipients continue-as-new when Temporal suggests it.
+HELD_CONTINUE_AS_NEW = "held-continue-as-new"
 
 
 def workflow_id(message_id: uuid.UUID) -> str:
@@ -153,8 +159,7 @@ class CampaignMessageWorkflow:
                 self._sent = state.totals.sent
                 state.next_batch = last + 1
                 if workflow.info().is_continue_as_new_suggested():
-                    await workflow.wait_condition(workflow.all_handlers_finished)
-                    workflow.continue_as_new(state)
+                    await self._continue_as_new(state)
             state.next_group += 1
             state.next_batch = None
 
@@ -167,6 +172,7 @@ class CampaignMessageWorkflow:
                 break
             if one.recipients < HELD_LIMIT:
                 await self._sleep_until(max(one.next_hold, workflow.now() + HOLD_RECHECK))
+            await self._continue_as_new_held(state)
 
         status = await self._finish(input, None)
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -193,6 +199,23 @@ class CampaignMessageWorkflow:
             state.next_hold = one.next_hold
             if state.next_hold is not None and one.recipients < HELD_LIMIT:
                 state.next_hold = max(state.next_hold, workflow.now() + HOLD_RECHECK)
+            await self._continue_as_new_held(state)
+
+    async def _continue_as_new_held(self, state: RunCampaignMessageInput) -> None:
+        """Continue-as-new from a loop sending held recipients, when suggested. Runs recorded
+        before the patch may have ignored a suggestion there: the patch is only asked once one
+        is made, so their replay (no marker) goes on as they did, and runs without a
+        suggestion record no marker at all."""
+        if workflow.info().is_continue_as_new_suggested() and workflow.patched(
+            HELD_CONTINUE_AS_NEW
+        ):
+            await self._continue_as_new(state)
+
+    async def _continue_as_new(self, state: RunCampaignMessageInput) -> None:
+        """The state carries where the run is: the next group and batch, the totals, the
+        waves and the next hold (`groups` set: the next run does not snapshot again)."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(state)
 
     async def _sleep_until(self, at: datetime) -> None:
         wait = at - workflow.now()

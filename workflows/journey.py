@@ -16,6 +16,10 @@ decides; a discard removes the journey). Delays and waits are
 
 The flow filter is checked first thing in the workflow (not by the router: the router's work
 stays one query per batch) and again before every step, with `since` = the journey's start.
+
+Here: the run loop, signals, queries and the journey's own activities (load, register, record,
+end) and search attributes. The steps are `workflows.journey_steps` (the `JourneySteps` mixin);
+inputs, results, activity options and patch ids are `workflows.journey_types`, re-exported here.
 """
 
 from __future__ import annotations
@@ -24,138 +28,61 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
+
+from workflows.journey_steps import JourneySteps
+from workflows.journey_types import (
+    DB,
+    FOLLOW_FLOW,
+    LOCAL_DB,
+    PAUSE_CHECK,
+    PAUSE_CHECK_EVERY,
+    STEP_CLEARED_AT_END,
+    DefinitionUpdatedInput,
+    DefinitionUpdatedSignal,
+    EventReceivedInput,
+    EventSignal,
+    ExitInput,
+    ExitSignal,
+    FlowStatusChangedInput,
+    JourneyResult,
+    JourneyState,
+    ReviewDecisionInput,
+    StartJourneyInput,
+)
 
 with workflow.unsafe.imports_passed_through():
-    import uuid
-
-    from pydantic import BaseModel, Field
-
-    from activities.channels import SendActivities, SendMessageInput, SendOutcome
-    from activities.journey_actions import (
-        JourneyActionActivities,
-        SendAlertInput,
-        SendWebhookInput,
-    )
     from activities.journeys import (
         EndJourneyInput,
         EvaluateInput,
         JourneyActivities,
-        ListActionInput,
         LoadFlowVersionInput,
         RecordStepInput,
         RegisterJourneyInput,
-        RegisterReviewInput,
-        ResolveDelayInput,
-        TagActionInput,
-        UpdateProfileInput,
     )
     from flows import definition as d
-    from flows.runtime import event_passes
     from segments import dump_condition
     from workflows import search_attributes as sa
 
-DB = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1)),
-}
-# Database activities run as local activities (patch: histories before it replay as before).
-LOCAL_DB = "journey-local-db-activities"
-SEND_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5), maximum_attempts=20)
-WEBHOOK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=3)
-
-
-class StartJourneyInput(BaseModel):
-    workspace_id: uuid.UUID
-    flow_id: uuid.UUID
-    version: int
-    profile_id: uuid.UUID
-    journey_id: uuid.UUID
-    # {id, metric, properties, value, occurred_at}: the event that started the journey.
-    trigger_event: dict[str, Any] | None = None
-    started_at: datetime | None = None
-    # Carried over continue-as-new.
-    resume_step: str | None = None
-    resumed: bool = False
-    paused: bool = False
-    steps_done: int = 0
-
-
-class JourneyResult(BaseModel):
-    status: str  # completed | removed | exited (or how an earlier run with this id ended)
-    reason: str | None = None
-    last_step: str | None = None
-    steps: int = 0
-
-
-class ExitInput(BaseModel):
-    reason: str = "exit"
-
-
-class EventReceivedInput(BaseModel):
-    metric: str
-    properties: dict[str, Any] = Field(default_factory=dict)
-    value: float | None = None
-    occurred_at: datetime | None = None
-    event_id: int | None = None
-
-
-# Patch ids (docs/VERSIONING.md). FOLLOW_FLOW: a journey follows the flow's live version and
-# status as its activities read them (a signal it missed). STEP_REMOVED_OUTCOME: a journey
-# whose current step an edit deleted records that step as skipped (`step_removed`).
-FOLLOW_FLOW = "journey-follows-flow"
-STEP_REMOVED_OUTCOME = "journey-step-removed-outcome"
-# PAUSE_CHECK: a paused journey reads its flow again every hour or so (jittered), in case the
-# signal that set it live again was lost.
-PAUSE_CHECK = "journey-pause-check"
-PAUSE_CHECK_EVERY = timedelta(hours=1)
-# REVIEW_QUEUE: in a manual flow, a send step waits in the review queue until released.
-REVIEW_QUEUE = "journey-review-queue"
-
-
-class ReviewDecisionInput(BaseModel):
-    """`review_released` / `review_discarded`: a person decided on a queued send."""
-
-    review_id: uuid.UUID
-
-
-class DefinitionUpdatedInput(BaseModel):
-    version: int
-
-
-class FlowStatusChangedInput(BaseModel):
-    status: str  # live | manual | paused | draft | deleted
-
-
-class JourneyState(BaseModel):
-    status: str
-    flow_version: int
-    current_step: str | None = None
-    paused: bool = False
-    wake_at: datetime | None = None
-    leaving: str | None = None
-
-
-# The names in the brief.
-ExitSignal, EventSignal, DefinitionUpdatedSignal = (
-    ExitInput,
-    EventReceivedInput,
-    DefinitionUpdatedInput,
-)
-
-
-class _Done(BaseModel):
-    """What a step did: where to go next, its outcome, or that the journey leaves."""
-
-    next: str | None = None
-    outcome: str = "completed"
-    reason: str | None = None
-    leave: tuple[str, str] | None = None  # (status, reason)
+# Re-exported: callers (router, hooks, reviews, tests) import these from `workflows.journey`.
+__all__ = [
+    "DefinitionUpdatedInput",
+    "DefinitionUpdatedSignal",
+    "EventReceivedInput",
+    "EventSignal",
+    "ExitInput",
+    "ExitSignal",
+    "FlowStatusChangedInput",
+    "JourneyResult",
+    "JourneyState",
+    "JourneyWorkflow",
+    "ReviewDecisionInput",
+    "StartJourneyInput",
+]
 
 
 @workflow.defn
-class JourneyWorkflow:
+class JourneyWorkflow(JourneySteps):
     def __init__(self) -> None:
         self._exit: str | None = None
         self._cancel: str | None = None
@@ -170,6 +97,7 @@ class JourneyWorkflow:
         self._name = ""
         self._manual = False  # the flow is in status manual (sends wait for review)
         self._reviews: dict[str, str] = {}  # review id → released | discarded
+        self._step_cleared = False  # ended: `WaymarkStep` unset (STEP_CLEARED_AT_END)
 
     # --- messages -------------------------------------------------------------------------
 
@@ -410,6 +338,8 @@ class JourneyWorkflow:
             ),
         )
         self._status, self._wake_at = status, None
+        # An ended journey is at no step: the UI's `WaymarkStep="…"` lists only journeys there.
+        self._step_cleared = workflow.patched(STEP_CLEARED_AT_END)
         self._publish()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return JourneyResult(
@@ -417,14 +347,19 @@ class JourneyWorkflow:
         )
 
     def _publish(self) -> None:
-        """Search attributes and the readable summary in the UI."""
+        """Search attributes and the readable summary in the UI (an ended journey keeps its
+        `WaymarkStatus` and, since STEP_CLEARED_AT_END, has no `WaymarkStep`)."""
+        if self._step_cleared:
+            at_step = sa.STEP.value_unset()
+        else:
+            at_step = sa.STEP.value_set(self._step or "-")
         workflow.upsert_search_attributes(
             [
                 sa.WORKSPACE_ID.value_set(str(self._in.workspace_id)),
                 sa.FLOW_ID.value_set(str(self._in.flow_id)),
                 sa.FLOW_VERSION.value_set(self._version),
                 sa.PROFILE_ID.value_set(str(self._in.profile_id)),
-                sa.STEP.value_set(self._step or "-"),
+                at_step,
                 sa.STATUS.value_set(self._status),
             ]
         )
@@ -435,327 +370,3 @@ class JourneyWorkflow:
             f"Step: {self._step or '-'}{f' ({step.type})' if step else ''} · status: "
             f"{self._status}{' (paused)' if self._paused else ''} · next wake-up: {wake}"
         )
-
-    async def _wait(self, until: datetime, also: Any = None) -> str:
-        """Sleep until `until` unless the journey leaves, a version arrives or `also()`:
-        "timeout" | "leave" | "version" | "also"."""
-        self._wake_at = until
-        self._publish()
-
-        def woken() -> bool:
-            return bool(self._leaving()) or self._pending is not None or bool(also and also())
-
-        remaining = (until - workflow.now()).total_seconds()
-        if remaining > 0:
-            try:
-                await workflow.wait_condition(woken, timeout=timedelta(seconds=remaining))
-            except TimeoutError:
-                return "timeout"
-        if self._leaving():
-            return "leave"
-        if also and also():
-            return "also"
-        return "version" if self._pending is not None else "timeout"
-
-    async def _moved(self, step: Any) -> tuple[Any, _Done | None]:
-        """Apply a pending version mid-step: the step as the new version has it, or leave."""
-        await self._apply_version()
-        new = self._steps.get(step.id)
-        if new is None:
-            gone = ("removed", "step_removed")
-            if workflow.patched(STEP_REMOVED_OUTCOME):
-                return step, _Done(outcome="skipped", reason="step_removed", leave=gone)
-            return step, _Done(outcome="entered", leave=gone)
-        return new, None
-
-    # --- steps ----------------------------------------------------------------------------
-
-    async def _run_step(self, step: Any) -> _Done:
-        handler = getattr(self, f"_step_{step.type}")
-        try:
-            return await handler(step)
-        except ActivityError as exc:  # a data step that failed after its retries: go on
-            if not hasattr(step, "next"):
-                raise
-            return _Done(next=step.next, outcome="failed", reason=str(exc.cause or exc)[:255])
-
-    async def _delay_until(self, step: d.DelayStep, entered: datetime) -> datetime | str:
-        if step.duration is not None:
-            return entered + timedelta(seconds=step.duration.seconds())
-        resolved = await self._db(
-            JourneyActivities.resolve_delay,
-            ResolveDelayInput(
-                workspace_id=self._in.workspace_id,
-                profile_id=self._in.profile_id,
-                entered_at=entered,
-                until_time=step.until_time.model_dump() if step.until_time else None,
-                until_date=step.until_date.model_dump() if step.until_date else None,
-            ),
-        )
-        return resolved.wake_at or resolved.reason or "no_time"
-
-    async def _step_delay(self, step: d.DelayStep) -> _Done:
-        entered = workflow.now()
-        until = await self._delay_until(step, entered)
-        while True:
-            if isinstance(until, str):
-                return _Done(next=step.next, outcome="skipped", reason=until)
-            woke = await self._wait(until)
-            if woke == "timeout":
-                return _Done(next=step.next)
-            if woke == "leave":
-                return _Done(outcome="entered", leave=self._leave_status(self._leaving() or ""))
-            new, gone = await self._moved(step)
-            if gone is not None:
-                return gone
-            if not isinstance(new, d.DelayStep):
-                return await self._run_step(new)
-            if new != step:  # settings changed: re-timed from when the journey entered
-                step, until = new, await self._delay_until(new, entered)
-            else:
-                step = new
-
-    async def _step_condition_split(self, step: d.ConditionSplit) -> _Done:
-        return _Done(next=step.yes if await self._evaluate(step.condition) else step.no)
-
-    async def _step_trigger_split(self, step: d.TriggerSplit) -> _Done:
-        event = self._in.trigger_event or {}
-        hit = bool(event) and event_passes(
-            step.where, event.get("properties") or {}, event.get("value")
-        )
-        return _Done(next=step.yes if hit else step.no)
-
-    async def _step_multi_split(self, step: d.MultiSplit) -> _Done:
-        for branch in step.branches:
-            if await self._evaluate(branch.condition):
-                return _Done(next=branch.next, reason=f"branch:{branch.name}")
-        return _Done(next=step.otherwise, reason="otherwise")
-
-    async def _step_random_split(self, step: d.RandomSplit) -> _Done:
-        roll = workflow.random().randint(1, sum(b.weight for b in step.branches))
-        for index, branch in enumerate(step.branches):
-            roll -= branch.weight
-            if roll <= 0:
-                return _Done(next=branch.next, reason=f"branch:{branch.name or index}")
-        return _Done(next=step.branches[-1].next)  # unreachable
-
-    async def _step_wait_for_event(self, step: d.WaitForEvent) -> _Done:
-        entered, self._events = workflow.now(), []
-
-        def arrived() -> bool:
-            return any(
-                e.metric == step.metric and event_passes(step.where, e.properties, e.value)
-                for e in self._events
-            )
-
-        while True:
-            woke = await self._wait(entered + timedelta(seconds=step.timeout.seconds()), arrived)
-            if woke == "also":
-                self._events = []
-                return _Done(next=step.on_event, reason="event")
-            if woke == "timeout":
-                return _Done(next=step.on_timeout, reason="timeout")
-            if woke == "leave":
-                return _Done(outcome="entered", leave=self._leave_status(self._leaving() or ""))
-            new, gone = await self._moved(step)
-            if gone is not None:
-                return gone
-            if not isinstance(new, d.WaitForEvent):
-                return await self._run_step(new)
-            step = new
-
-    async def _step_send(self, step: d.SendStep) -> _Done:
-        send = SendMessageInput(
-            workspace_id=self._in.workspace_id,
-            profile_id=self._in.profile_id,
-            channel=step.channel,
-            template_id=step.template_id,
-            idempotency_key=f"journey:{self._in.journey_id}:{step.id}",
-            flow_id=str(self._in.flow_id),
-            flow_version=self._version,
-            step_id=step.id,
-            journey_id=str(self._in.journey_id),
-            transactional=step.transactional,
-            smart_sending=step.smart_sending,
-            utm=step.utm,
-            event=self._in.trigger_event,
-        )
-        if self._manual and workflow.patched(REVIEW_QUEUE):
-            reviewed = await self._review(step)
-            if reviewed is not None:
-                return reviewed
-        while True:
-            try:
-                result = await workflow.execute_activity_method(
-                    SendActivities.send_message,
-                    send,
-                    start_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=SEND_RETRY,
-                )
-            except ActivityError as exc:
-                return _Done(next=step.next, outcome="failed", reason=str(exc.cause or exc)[:255])
-            if result.outcome == SendOutcome.held and result.hold_until is not None:
-                woke = await self._wait(result.hold_until)
-                if woke == "leave":
-                    return _Done(outcome="entered", leave=self._leave_status(self._leaving() or ""))
-                if woke == "version":
-                    await self._apply_version()  # a held message goes out as it was
-                continue
-            if result.outcome == SendOutcome.sent:
-                return _Done(next=step.next)
-            if result.outcome == SendOutcome.skipped:
-                return _Done(next=step.next, outcome="skipped", reason=result.skip_reason)
-            return _Done(next=step.next, outcome="failed", reason=result.error or "send_failed")
-
-    async def _review(self, step: d.SendStep) -> _Done | None:
-        """A manual flow's send waits in the review queue: None once released (or when the flow
-        is no longer manual), else how the journey leaves (discarded, exit, flow deleted, step
-        removed by a new version). A new version keeps the send as it was queued."""
-        queued = await self._db(
-            JourneyActivities.register_review,
-            RegisterReviewInput(
-                workspace_id=self._in.workspace_id,
-                flow_id=self._in.flow_id,
-                version=self._version,
-                step_id=step.id,
-                journey_id=self._in.journey_id,
-                profile_id=self._in.profile_id,
-                channel=step.channel.value,
-                template_id=step.template_id,
-            ),
-        )
-        if queued.review_id is None:  # "send": the flow went live meanwhile
-            return None
-        review = str(queued.review_id)
-        if queued.status != "waiting":  # a retried step finds its decision
-            self._reviews.setdefault(review, queued.status)
-        else:  # WaymarkStatus="in_review" while it waits (the queue in the Temporal UI)
-            self._status = "in_review"
-            self._publish()
-        done = await self._decision(step, review)
-        if self._status == "in_review":
-            self._status = "active"
-            if done is None:
-                self._publish()
-        return done
-
-    async def _decision(self, step: d.SendStep, review: str) -> _Done | None:
-        while True:
-            await workflow.wait_condition(
-                lambda: (
-                    review in self._reviews or bool(self._leaving()) or self._pending is not None
-                )
-            )
-            if reason := self._leaving():
-                return _Done(outcome="entered", leave=self._leave_status(reason))
-            if (decision := self._reviews.get(review)) == "released":
-                return None
-            if decision == "discarded":
-                return _Done(
-                    outcome="skipped",
-                    reason="review_discarded",
-                    leave=("removed", "review_discarded"),
-                )
-            _, gone = await self._moved(step)
-            if gone is not None:
-                return gone
-
-    async def _step_update_profile(self, step: d.UpdateProfile) -> _Done:
-        await workflow.execute_activity_method(
-            JourneyActivities.update_profile,
-            UpdateProfileInput(
-                workspace_id=self._in.workspace_id,
-                profile_id=self._in.profile_id,
-                key=f"journey:{self._in.journey_id}:{step.id}",
-                properties=[p.model_dump(mode="json") for p in step.properties],
-                consents=[c.model_dump(mode="json") for c in step.consents],
-                now=workflow.now(),
-            ),
-            **DB,
-        )
-        return _Done(next=step.next)
-
-    async def _step_list(self, step: d.ListStep) -> _Done:
-        result = await workflow.execute_activity_method(
-            JourneyActivities.list_action,
-            ListActionInput(
-                workspace_id=self._in.workspace_id,
-                profile_id=self._in.profile_id,
-                list_id=step.list_id,
-                action=step.action,
-                flow_id=self._in.flow_id,
-            ),
-            **DB,
-        )
-        return _Done(next=step.next, reason=result.reason)
-
-    async def _step_tag(self, step: d.TagStep) -> _Done:
-        result = await workflow.execute_activity_method(
-            JourneyActivities.tag_action,
-            TagActionInput(
-                workspace_id=self._in.workspace_id,
-                profile_id=self._in.profile_id,
-                tag=step.tag,
-                action=step.action,
-            ),
-            **DB,
-        )
-        return _Done(next=step.next, reason=result.reason)
-
-    async def _step_webhook(self, step: d.WebhookStep) -> _Done:
-        try:
-            await workflow.execute_activity_method(
-                JourneyActionActivities.send_webhook,
-                SendWebhookInput(
-                    workspace_id=self._in.workspace_id,
-                    profile_id=self._in.profile_id,
-                    url=step.url,
-                    headers=step.headers,
-                    body=step.body,
-                    timeout_seconds=step.timeout_seconds,
-                    journey_id=self._in.journey_id,
-                    flow_id=self._in.flow_id,
-                    step_id=step.id,
-                    event=self._in.trigger_event,
-                ),
-                start_to_close_timeout=timedelta(seconds=step.timeout_seconds + 5),
-                retry_policy=WEBHOOK_RETRY,
-            )
-        except ActivityError as exc:
-            reason = _failure(exc, "webhook_failed")[:255]
-            if step.on_failure == "stop":
-                return _Done(outcome="failed", reason=reason, leave=("removed", "webhook_failed"))
-            return _Done(next=step.next, outcome="failed", reason=reason)
-        return _Done(next=step.next)
-
-    async def _step_alert(self, step: d.AlertStep) -> _Done:
-        try:
-            await workflow.execute_activity_method(
-                JourneyActionActivities.send_alert,
-                SendAlertInput(
-                    workspace_id=self._in.workspace_id,
-                    profile_id=self._in.profile_id,
-                    flow_id=self._in.flow_id,
-                    journey_id=self._in.journey_id,
-                    step_id=step.id,
-                    channel=step.channel,
-                    to=step.to,
-                    message=step.message,
-                    event=self._in.trigger_event,
-                ),
-                start_to_close_timeout=timedelta(seconds=20),
-                retry_policy=WEBHOOK_RETRY,
-            )
-        except ActivityError as exc:
-            reason = _failure(exc, "alert_failed")[:255]
-            return _Done(next=step.next, outcome="failed", reason=reason)
-        return _Done(next=step.next)
-
-
-def _failure(exc: ActivityError, kind: str) -> str:
-    """A failed step's reason: `render_failed: <where> line <n>: <what>` for a template that
-    does not render, else `<kind>: <the last error>`."""
-    cause = exc.cause or exc
-    if isinstance(cause, ApplicationError) and cause.type == "TemplateError":
-        return f"render_failed: {cause.message}"
-    return f"{kind}: {cause}"

@@ -6,6 +6,11 @@ send, a step's or all of them — the journeys send and go on — or discard the
 removed (reason `review_discarded`). Deciding twice is harmless: nothing is decided again, and
 journeys still waiting on a recorded decision are signalled again. Setting the flow back to
 `live` releases everything waiting.
+
+A decision is saved (one UPDATE, committed) before the journeys are signalled, inside the
+request, at most 16 at a time: a bulk call over many sends takes a while, and if it fails or
+times out after the commit, or answers `signalled` < `decided`, simply repeat it — it is
+idempotent and signals again the journeys that have not moved on.
 """
 
 from __future__ import annotations
@@ -149,7 +154,13 @@ async def release_all(
     temporal: TemporalDep,
     body: ReviewSelection | None = None,
 ) -> ReviewsDecided:
-    """Release every waiting send of the flow (or of `step_id`): the journeys send and go on."""
+    """Release every waiting send of the flow (or of `step_id`): the journeys send and go on.
+
+    The decision is committed first, then each journey is signalled within the request, so a
+    call over many sends takes a while. It is idempotent: repeat it after a timeout or an error,
+    or when `signalled` is below `decided` (a journey was unreachable); nothing is decided twice,
+    and the journeys still waiting are signalled again.
+    """
     return await _decide_all(flow_id, body, principal, session, temporal, "released")
 
 
@@ -161,8 +172,22 @@ async def discard_all(
     temporal: TemporalDep,
     body: ReviewSelection | None = None,
 ) -> ReviewsDecided:
-    """Discard every waiting send of the flow (or of `step_id`): those journeys are removed."""
+    """Discard every waiting send of the flow (or of `step_id`): those journeys are removed.
+
+    The decision is committed first, then each journey is signalled within the request, so a
+    call over many sends takes a while. It is idempotent: repeat it after a timeout or an error,
+    or when `signalled` is below `decided` (a journey was unreachable); nothing is decided twice,
+    and the journeys still waiting are signalled again.
+    """
     return await _decide_all(flow_id, body, principal, session, temporal, "discarded")
+
+
+def _already_decided(status: ReviewStatus, decision: reviews.Decision) -> ApiError:
+    return ApiError(
+        409,
+        "review_decided",
+        f"this send was {status.value} already; it cannot be {decision}",
+    )
 
 
 async def _decide_one(
@@ -171,20 +196,20 @@ async def _decide_one(
     flow = await _get(session, principal.workspace_id, flow_id)
     current = await _review(session, flow.id, review_id)
     if current.status not in (ReviewStatus.waiting, decision):
-        verb = "released" if decision == "released" else "discarded"
-        raise ApiError(
-            409,
-            "review_decided",
-            f"this send was {current.status.value} already; it cannot be {verb}",
-        )
+        raise _already_decided(current.status, decision)
     author = await _author(session, principal)
     decided = await reviews.decide(
         session, flow.workspace_id, flow.id, decision, by=author, review_id=review_id
     )
     await session.commit()
+    session.expire_all()  # the row as the UPDATE (or a decision that won the race) left it
+    review = await _review(session, flow_id, review_id)
+    if not any(d.new for d in decided) and review.status != decision:
+        # The other decision landed between the check and the UPDATE, which then matched
+        # nothing: answer as if it had come first.
+        raise _already_decided(review.status, decision)
     await reviews.signal(temporal, decided, decision)
-    session.expire_all()  # the row as the UPDATE left it
-    return await _review(session, flow_id, review_id)
+    return review
 
 
 @router.post("/{flow_id}/reviews/{review_id}/release", response_model=ReviewPublic)
@@ -195,8 +220,9 @@ async def release(
     session: SessionDep,
     temporal: TemporalDep,
 ) -> ReviewPublic:
-    """Release one send: the journey sends it and goes on. Releasing it again is harmless;
-    a discarded one answers 409."""
+    """Release one send: the journey sends it and goes on. Releasing it again is harmless (and
+    wakes the journey again if it still waits: repeat it after a timeout or error); a discarded
+    one answers 409 `review_decided`, also when the discard came while this call ran."""
     return await _decide_one(flow_id, review_id, principal, session, temporal, "released")
 
 
@@ -208,6 +234,7 @@ async def discard(
     session: SessionDep,
     temporal: TemporalDep,
 ) -> ReviewPublic:
-    """Discard one send: nothing is sent and the journey is removed (`review_discarded`). A
-    released one answers 409."""
+    """Discard one send: nothing is sent and the journey is removed (`review_discarded`).
+    Discarding it again is harmless (repeat it after a timeout or error); a released one answers
+    409 `review_decided`, also when the release came while this call ran."""
     return await _decide_one(flow_id, review_id, principal, session, temporal, "discarded")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +30,7 @@ from flows.validate import Issue, ValidationReport, pydantic_issues, validate_fl
 from models import ApiKey, Flow, FlowStatus, FlowVersion
 
 router = APIRouter(prefix="/v1/flows", tags=["flows"])
+VERSION_MAX = 2**31 - 1  # versions are PostgreSQL integers: a larger one is a 422, not a 500
 
 DEFINITION = Field(
     description="A flow definition: name, trigger, settings, entry and steps; the JSON Schema "
@@ -303,7 +304,10 @@ async def _version(session: AsyncSession, flow_id: uuid.UUID, version: int) -> F
 
 @router.get("/{flow_id}/versions/{version}", response_model=VersionPublic)
 async def get_version(
-    flow_id: uuid.UUID, version: int, principal: Reader, session: SessionDep
+    flow_id: uuid.UUID,
+    version: Annotated[int, Path(ge=1, le=VERSION_MAX)],
+    principal: Reader,
+    session: SessionDep,
 ) -> VersionPublic:
     await _get(session, principal.workspace_id, flow_id)
     return VersionPublic.model_validate(
@@ -316,9 +320,14 @@ async def diff(
     flow_id: uuid.UUID,
     principal: Reader,
     session: SessionDep,
-    from_: int | None = Query(None, alias="from", ge=1, description="Default: the one before"),
+    from_: int | None = Query(
+        None, alias="from", ge=1, le=VERSION_MAX, description="Default: the one before"
+    ),
     to: int | None = Query(
-        None, ge=1, description="Default: the live version, or the draft when none is published"
+        None,
+        ge=1,
+        le=VERSION_MAX,
+        description="Default: the live version, or the draft when none is published",
     ),
 ) -> FlowDiff:
     """What changed between two versions; without `to`, the draft against the live version."""
@@ -349,7 +358,10 @@ async def change_status(
     draft; any → deleted; deleted → paused (restore). Running journeys are told: paused, they
     hold before their next step (no one new enters) and go on where they were when the flow is
     live again; draft or deleted, they leave, counted as removed (`flow_draft`,
-    `flow_deleted`). A restored flow comes back paused, without its removed journeys."""
+    `flow_deleted`). A restored flow comes back paused, without its removed journeys.
+    Journeys are signalled within the request, after the change is committed: repeating the
+    call after a timeout or error is safe (idempotent); released sends whose journeys were not
+    woken are woken by `POST /v1/flows/{id}/reviews/release`, which signals them again."""
     flow = await _get(session, principal.workspace_id, flow_id)
     author = await _author(session, principal)
     try:

@@ -17,11 +17,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
 from api.deps import SessionDep, SettingsDep
-from api.errors import ApiError
+from api.errors import JSON_ERROR_RESPONSES, ApiError
 from channels import engagement, links
 from models import Channel, Consent, ConsentState, Profile, Workspace
 
-router = APIRouter(tags=["links"])
+router = APIRouter(tags=["links"], responses=JSON_ERROR_RESPONSES)
 
 TokenPath = Annotated[str, Path(max_length=4096, description="A signed token from a message")]
 GIF = bytes.fromhex(

@@ -51,6 +51,9 @@ MAX_SUBSTITUTIONS = 10_000  # `maxProperties` of personalizations[].substitution
 def substitutions_fit(substitutions: dict[str, str]) -> bool:
     if len(substitutions) > MAX_SUBSTITUTIONS:
         return False
+    chars = sum(map(len, substitutions)) + sum(map(len, substitutions.values()))
+    if chars * 4 <= MAX_SUBSTITUTION_BYTES:  # UTF-8: at most 4 bytes a character
+        return True
     size = sum(len(k.encode()) + len(v.encode()) for k, v in substitutions.items())
     return size <= MAX_SUBSTITUTION_BYTES
 

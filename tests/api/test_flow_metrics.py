@@ -283,11 +283,13 @@ async def test_metrics_per_flow_version_and_step_from_real_journeys(
     )
     assert r.json()["journeys"] == v2_journeys
     assert [(s["entered"], s["completed"]) for s in r.json()["steps"]] == [(2, 1), (1, 1)]
-    # Messages sent and engaged with since then (wall-clock time, as providers report it).
+    # Messages engaged with since then (wall-clock time, as providers report it). Sends and skips
+    # carry the later of the wall clock and the journey's clock (`SendMessageInput.now`), which
+    # this server skipped hours ahead: all of them count.
     r = await api.get(
         f"/v1/flows/{flow_id}/metrics", params={"since": between_sends.isoformat()}, headers=reader
     )
-    assert r.json()["messages"] == v2_messages
+    assert r.json()["messages"] == {**v2_messages, "sent": 3, "skipped": no_consent}
 
 
 async def test_unknown_flow_other_workspace_and_bad_windows(api, engine, workspaces):

@@ -9,8 +9,9 @@ sent from the message ledger and `GET /v1/outbox`.
 Two clocks. The test server skips time only inside `shop.skip(...)` (`env.sleep`) or while a
 client waits on a workflow result; otherwise its clock follows the wall clock. Journeys run on
 the server's clock (`workflow.now()`: step times in `journey_steps`, delay wake-ups), while the
-API, the outbox, the router and the send path (ledger times, the gate's Smart Sending and quiet
-hours) read the wall clock. So: times are asserted on `journey_steps` against the event's
+API, the outbox and the router read the wall clock; the send path (ledger times, the gate's
+Smart Sending and quiet hours) reads the later of the wall clock and the journey's clock
+(`SendMessageInput.now`). So: times are asserted on `journey_steps` against the event's
 `occurred_at` (both start from the same instant, the server having started with the wall
 clock), and the workspace turns off the gate's wall-clock rules (`shop.configure`), which
 `tests/channels/test_gate.py` covers on their own.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,20 +42,11 @@ from api.deps import get_temporal
 from core.settings import Settings
 from flows.library import FLOW_EXAMPLES, TEMPLATE_EXAMPLES, read_yaml, referenced_names
 from tests.factories import TestWorkspace, WorkspaceFactory
+from tests.helpers import until
 from worker import build_dispatcher, build_worker
 from workflows import search_attributes
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
-
-
-async def until(predicate: Callable[[], Awaitable[Any]], *, deadline: float = 30.0) -> Any:
-    """The predicate's first truthy answer, polled until `deadline` seconds (wall clock)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not (answer := await predicate()):
-        assert loop.time() < end, f"{getattr(predicate, '__name__', 'condition')} not met in time"
-        await asyncio.sleep(0.05)
-    return answer
 
 
 class Shop:

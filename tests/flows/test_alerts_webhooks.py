@@ -147,32 +147,113 @@ async def test_an_email_alert_reaches_staff_with_the_profile_and_the_event(
 
 
 def _alert(ws_id, pid, flow_id, **kw) -> SendAlertInput:
-    return SendAlertInput(workspace_id=ws_id, profile_id=pid, flow_id=flow_id,
-                          journey_id=kw.pop("journey_id", uuid.uuid4()), step_id="vip",
-                          channel="email", to="ops@shop.example",
-                          message="VIP {{ profile.first_name }}", event=EVENT, **kw)  # fmt: skip
+    fields = {"journey_id": uuid.uuid4(), "channel": "email", "to": "ops@shop.example", **kw}
+    return SendAlertInput(workspace_id=ws_id, profile_id=pid, flow_id=flow_id, step_id="vip",
+                          message="VIP {{ profile.first_name }}", event=EVENT,
+                          **fields)  # fmt: skip
 
 
 async def test_an_email_alert_is_sent_once_per_journey_and_step(engine, workspaces, ts_settings):
     ws, _ = await shop(engine, workspaces)
     pid = await customer(engine, ws)
     flow_id = await store_flow(engine, ws.id, definition([{"type": "tag", "id": "t", "tag": "x"}]))
-    acts, env, once = (
-        JourneyActionActivities(engine, ts_settings),
-        ActivityEnvironment(),
-        uuid.uuid4(),
-    )
+    acts, env = JourneyActionActivities(engine, ts_settings), ActivityEnvironment()
+    once, second = uuid.uuid4(), uuid.uuid4()
     first = await env.run(acts.send_alert, _alert(ws.id, pid, flow_id, journey_id=once))
     again = await env.run(acts.send_alert, _alert(ws.id, pid, flow_id, journey_id=once))
-    other = await env.run(acts.send_alert, _alert(ws.id, pid, flow_id))
+    other = await env.run(acts.send_alert, _alert(ws.id, pid, flow_id, journey_id=second))
     assert (first.sent, again.sent, again.reason, other.sent) == (True, False, "already_sent", True)
     async with session_scope(engine) as session:
         rows = list((await session.execute(select(LocalOutboxMessage.message_id))).scalars())
-    assert sorted(rows) == sorted([alert_message_id(once, "vip"), (await _other(rows, once))])
+    assert sorted(rows) == sorted([alert_message_id(once, "vip"), alert_message_id(second, "vip")])
 
 
-async def _other(rows, once) -> uuid.UUID:
-    return next(r for r in rows if r != alert_message_id(once, "vip"))
+def _alert_flow(channel: str, to: str) -> dict:
+    return {
+        "name": f"Alert {uuid.uuid4().hex[:6]}",
+        "trigger": {"type": "event", "metric": "Started Checkout"},
+        "entry": "notify",
+        "steps": [{"type": "alert", "id": "notify", "channel": channel, "to": to,
+                   "message": "Big cart from {{ profile.first_name }}"}],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "channel, to, problem",
+    [
+        ("webhook", "http://10.0.0.7/alerts", "https://"),  # plain http inside the network
+        ("webhook", "http://metadata.internal/latest", "https://"),
+        ("webhook", "ftp://ops.example.com/x", "https://"),
+        ("webhook", "ops@shop.example", "https://"),  # an address where a URL belongs
+        ("email", "not-an-address", "email address"),
+        ("email", "https://ops.example.com/alerts", "email address"),
+        ("email", "Ops <ops@shop.example>", "email address"),
+    ],
+)
+async def test_an_alert_to_a_bad_address_is_refused_with_its_step(
+    client, workspaces, channel, to, problem
+):
+    ws = await workspaces.create()
+    r = await client.post("/v1/flows", headers=ws.admin,
+                          json={"definition": _alert_flow(channel, to)})  # fmt: skip
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_flow"
+    assert "step 'notify'" in error["message"] and problem in error["message"]
+    flows = await client.get("/v1/flows", headers=ws.admin)
+    assert flows.json()["data"] == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    "channel, to",
+    [
+        ("webhook", "https://ops.example.com/alerts"),
+        ("webhook", "http://localhost:8080/alerts"),
+        ("email", "ops@shop.example"),
+    ],
+)
+async def test_an_alert_to_a_good_address_is_saved(client, workspaces, channel, to):
+    ws = await workspaces.create()
+    r = await client.post("/v1/flows", headers=ws.admin,
+                          json={"definition": _alert_flow(channel, to)})  # fmt: skip
+    assert r.status_code == 201, r.text
+
+
+async def test_a_stored_webhook_alert_to_plain_http_is_not_posted(engine, workspaces, ts_settings):
+    """A version published before `to` was checked still loads, but its alert never POSTs to
+    a plain-http address that is not localhost: the step fails for good (no retries)."""
+    from aiohttp import web
+
+    from flows.definition import parse_definition
+
+    received: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/alerts", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.2", 0)  # stands for a host inside the network
+    await site.start()
+    inside = f"http://127.0.0.2:{site._server.sockets[0].getsockname()[1]}/alerts"
+    try:
+        stored = _alert_flow("webhook", inside)
+        assert parse_definition(stored).steps[0].to == inside  # journeys are not stranded
+        ws, _ = await shop(engine, workspaces)
+        pid = await customer(engine, ws)
+        tag = definition([{"type": "tag", "id": "t", "tag": "x"}])
+        flow_id = await store_flow(engine, ws.id, tag)
+        acts, env = JourneyActionActivities(engine, ts_settings), ActivityEnvironment()
+        alert = _alert(ws.id, pid, flow_id, channel="webhook", to=inside)
+        with pytest.raises(ApplicationError) as refused:
+            await env.run(acts.send_alert, alert)
+    finally:
+        await runner.cleanup()
+    assert refused.value.non_retryable and "https://" in refused.value.message
+    assert received == []
 
 
 async def test_an_email_alert_goes_through_sendgrid_when_the_workspace_has_it(

@@ -12,6 +12,7 @@ from flows.definition import (
     FlowDefinition,
     dump_definition,
     flow_json_schema,
+    parse_definition,
     step_map,
     successors,
 )
@@ -103,3 +104,20 @@ def test_examples_parse_once_names_are_ids():
             data["trigger"]["list_id"] = str(uuid.uuid4())
             del data["trigger"]["list"]
         assert FlowDefinition.model_validate(data).name == data["name"], text
+
+
+def test_alert_destinations_follow_the_webhook_and_email_rules():
+    body = flow_body("Alert", str(uuid.uuid4()))
+    alert = {"id": "remind", "type": "alert", "message": "VIP {{ profile.first_name }}"}
+    body["steps"][1] = {**alert, "channel": "webhook", "to": "http://10.1.2.3/alert"}
+    with pytest.raises(ValidationError, match=r"step 'remind': to: give an https://"):
+        FlowDefinition.model_validate(body)
+    # A version published before the rule still loads (its alert refuses to POST at run time).
+    assert parse_definition(body).steps[1].to == "http://10.1.2.3/alert"
+    body["steps"][1]["to"] = "https://ops.example.com/alert"
+    FlowDefinition.model_validate(body)
+    body["steps"][1] = {**alert, "channel": "email", "to": "ops at shop"}
+    with pytest.raises(ValidationError, match=r"step 'remind': to: give the email address"):
+        FlowDefinition.model_validate(body)
+    body["steps"][1]["to"] = "ops@shop.example.com"
+    assert FlowDefinition.model_validate(body).steps[1].to == "ops@shop.example.com"

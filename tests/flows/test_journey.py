@@ -3,7 +3,6 @@ the local outbox provider. Flows are stored with plain SQL (flows + flow_version
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -28,6 +27,7 @@ from ingest.consents import ConsentUpdate, apply_consents
 from models import Channel, ConsentSource, ConsentState, LocalOutboxMessage, Profile
 from models.journeys import Journey, JourneyStep
 from models.templates import Template
+from tests.helpers import until
 from worker import build_worker
 from workflows.journey import ExitInput, JourneyWorkflow, StartJourneyInput
 
@@ -136,14 +136,6 @@ async def start(client, task_queue, ws, flow_id, profile_id, *, event=None) -> W
         id=f"journey-test-{jid}",
         task_queue=task_queue,
     )
-
-
-async def until(predicate, *, deadline: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not await predicate():
-        assert loop.time() < end, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
 
 
 def at_step(handle, step: str):

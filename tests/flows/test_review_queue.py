@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from temporalio.worker import Replayer
 
 from models import Scope
 from tests.factories import bearer
+from tests.helpers import until
 from worker import build_dispatcher, build_worker
 from workflows.journey import JourneyWorkflow
 
@@ -26,16 +28,6 @@ if TYPE_CHECKING:  # imported by name, pytest would try to collect it as a test 
     from tests.factories import TestWorkspace
 
 HISTORIES = Path(__file__).parent / "histories"
-
-
-async def until(predicate: Callable[[], Awaitable[Any]], *, deadline: float = 30.0) -> Any:
-    """The predicate's first truthy answer, asked until `deadline` seconds have passed."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not (answer := await predicate()):
-        assert loop.time() < end, f"{predicate.__qualname__} not met before the deadline"
-        await asyncio.sleep(0.05)
-    return answer
 
 
 class Manual:
@@ -50,7 +42,7 @@ class Manual:
         assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text}"
         return r.json()
 
-    async def setup(self) -> None:
+    async def setup(self, **settings: Any) -> None:
         await self.api("PATCH", "/v1/workspace/channel-settings", json={
             "from_email": "shop@example.com", "smart_sending_hours": {"email": 0}})  # fmt: skip
         ids = []
@@ -58,9 +50,8 @@ class Manual:
             body = {"name": f"Mail {n}", "channel": "email", "subject": f"Mail {n}",
                     "html": f"<p>Hi {{{{ profile.first_name }}}}, mail {n}</p>"}  # fmt: skip
             ids.append((await self.api("POST", "/v1/templates", 201, json=body))["id"])
-        self.flow = (await self.api("POST", "/v1/flows", 201, json={"definition": flow(*ids)}))[
-            "id"
-        ]
+        body = {"definition": flow(*ids, **settings)}
+        self.flow = (await self.api("POST", "/v1/flows", 201, json=body))["id"]
         await self.api("POST", f"/v1/flows/{self.flow}/publish", json={})
         await self.api("POST", f"/v1/flows/{self.flow}/status", json={"status": "manual"})
 
@@ -107,11 +98,11 @@ class Manual:
         return await until(done)
 
 
-def flow(first: str, second: str) -> dict:
+def flow(first: str, second: str, **settings: Any) -> dict:
     return {
         "name": f"Manual {uuid.uuid4().hex[:6]}",
         "trigger": {"type": "event", "metric": "Started Checkout"},
-        "settings": {"exits": [{"type": "order_placed"}]},
+        "settings": {"exits": [{"type": "order_placed"}], **settings},
         "entry": "mail",
         "steps": [
             {"id": "mail", "type": "send", "channel": "email", "template_id": first,
@@ -123,11 +114,13 @@ def flow(first: str, second: str) -> dict:
     }  # fmt: skip
 
 
-@pytest.fixture
-async def manual(client, workspaces, engine, temporal_env, settings) -> AsyncIterator[Manual]:
+@asynccontextmanager
+async def running(
+    client, workspaces, engine, temporal_env, settings, **flow_settings: Any
+) -> AsyncIterator[Manual]:
     """The shop, its worker and the outbox dispatcher (with the journey router) running."""
     shop = Manual(client, await workspaces.create("Manual shop"), engine, temporal_env.client)
-    await shop.setup()
+    await shop.setup(**flow_settings)
     stop = asyncio.Event()
     dispatcher = build_dispatcher(temporal_env.client, settings, engine)
     async with build_worker(temporal_env.client, settings, engine):
@@ -137,6 +130,21 @@ async def manual(client, workspaces, engine, temporal_env, settings) -> AsyncIte
         finally:
             stop.set()
             await task
+
+
+@pytest.fixture
+async def manual(client, workspaces, engine, temporal_env, settings) -> AsyncIterator[Manual]:
+    async with running(client, workspaces, engine, temporal_env, settings) as shop:
+        yield shop
+
+
+@pytest.fixture
+async def restarting(client, workspaces, engine, temporal_env, settings) -> AsyncIterator[Manual]:
+    """The manual flow with the `restart` duplicate policy."""
+    async with running(
+        client, workspaces, engine, temporal_env, settings, duplicate="restart"
+    ) as shop:
+        yield shop
 
 
 async def test_sends_wait_until_released_and_a_discard_removes_the_journey(manual: Manual):
@@ -319,9 +327,15 @@ async def test_a_send_queued_while_the_flow_goes_live_is_never_stranded(engine, 
         racing = asyncio.create_task(ActivityEnvironment().run(acts.register_review, register(1)))
 
         async def blocked() -> bool:
+            """The racing registration, in this test's database, waits for a lock (the flow
+            row the status change holds); not any lock wait of the cluster."""
             async with engine.connect() as other:
                 waiting = await other.execute(
-                    text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    text(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                        " WHERE NOT l.granted AND a.datname = current_database()"
+                        " AND a.query LIKE 'INSERT INTO journey_reviews%'"
+                    )
                 )
                 return waiting.scalar_one() > 0
 
@@ -332,3 +346,117 @@ async def test_a_send_queued_while_the_flow_goes_live_is_never_stranded(engine, 
     assert [d.review_id for d in released] == [before.review_id]
     after = await racing
     assert (after.status, after.review_id) == ("send", None)
+
+
+async def test_a_restart_discards_the_send_its_old_journey_held(restarting: Manual, engine):
+    """`restart` terminates the old journey (its `end_journey` never runs): the router closes
+    it and discards its waiting send — for a whole batch in one statement."""
+    from sqlalchemy import event
+
+    people = {name: await restarting.customer(name) for name in ("hal", "ida", "jon")}
+    for name in people:
+        await restarting.track(name)
+    old = {r["journey_id"] for r in await restarting.waiting(3)}
+
+    closing: list[str] = []
+
+    def seen(conn, cursor, statement, *args: Any) -> None:
+        if "end_reason = 'restarted'" in statement:
+            closing.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        # All three check out again in one call: one outbox batch, three restarts.
+        calls = [{"type": "track", "userId": name, "event": "Started Checkout",
+                  "messageId": str(uuid.uuid4())} for name in people]  # fmt: skip
+        r = await restarting.http.post(
+            "/v1/batch", headers=restarting.ws.tracking, json={"batch": calls}
+        )
+        assert r.status_code == 200, r.text
+
+        async def only_the_new_ones_wait() -> list[dict] | None:
+            rows = await restarting.queue()
+            fresh = [r for r in rows if r["journey_id"] not in old]
+            return rows if len(fresh) == len(rows) == 3 else None
+
+        queued = await until(only_the_new_ones_wait)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert {r["profile_id"] for r in queued} == set(people.values())
+    discarded = await restarting.queue(status="discarded")
+    assert {r["journey_id"] for r in discarded} == old
+    assert {r["reason"] for r in discarded} == {"restarted"}
+    async with engine.connect() as conn:
+        from sqlalchemy import text
+
+        ended = await conn.execute(
+            text("SELECT status, end_reason FROM journeys WHERE id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": sorted(old)},
+        )
+        assert set(ended.all()) == {("removed", "restarted")}
+    assert len(closing) == 1  # one statement for the batch, not one per restart
+    for who in people.values():
+        assert await restarting.sent(who) == []
+
+
+async def test_a_decision_that_loses_the_race_answers_409(client, engine, workspaces, monkeypatch):
+    """A discard whose check passes while the send is still waiting, but whose UPDATE comes
+    after a release committed, answers 409 like a discard after the release — never a 200 with
+    the row `released`."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.journeys import JourneyActivities, RegisterReviewInput
+    from api.routes import flow_reviews
+    from core.db import session_scope
+    from core.settings import Settings
+    from flows import reviews
+    from tests.flows.test_journey import customer, definition, shop, store_flow
+
+    ws, template_id = await shop(engine, workspaces)
+    steps = [{"type": "send", "id": "mail", "channel": "email", "template_id": str(template_id)}]
+    flow_id = await store_flow(engine, ws.id, definition(steps), status="manual")
+    pid, jid = await customer(engine, ws), uuid.uuid4()
+    async with session_scope(engine) as session:
+        from sqlalchemy import text
+
+        await session.execute(
+            text(
+                "INSERT INTO journeys (id, workspace_id, flow_id, flow_version, profile_id,"
+                " workflow_id, status, current_step)"
+                " VALUES (:j, :ws, :f, 1, :p, :wf, 'active', 'mail')"
+            ),
+            {"j": jid, "ws": ws.id, "f": flow_id, "p": pid, "wf": f"wf-{jid}"},
+        )
+    acts = JourneyActivities(engine, Settings(database_url="postgresql://x/y"))
+    queued = await ActivityEnvironment().run(
+        acts.register_review,
+        RegisterReviewInput(
+            workspace_id=ws.id,
+            flow_id=flow_id,
+            version=1,
+            step_id="mail",
+            journey_id=jid,
+            profile_id=pid,
+            channel="email",
+            template_id=template_id,
+        ),  # fmt: skip
+    )
+    assert queued.status == "waiting"
+
+    author = flow_reviews._author
+
+    async def release_first(session, principal) -> str:
+        """Between the discard's check and its UPDATE, a release commits."""
+        async with session_scope(engine) as other:
+            await reviews.decide(other, ws.id, flow_id, "released", by="rival",
+                                 review_id=queued.review_id)  # fmt: skip
+        return await author(session, principal)
+
+    monkeypatch.setattr(flow_reviews, "_author", release_first)
+    path = f"/v1/flows/{flow_id}/reviews/{queued.review_id}"
+    r = await client.post(f"{path}/discard", headers=ws.admin)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "review_decided"
+    assert "released already" in r.json()["error"]["message"]
+    row = (await client.get(path, headers=ws.admin)).json()
+    assert (row["status"], row["decided_by"]) == ("released", "rival")

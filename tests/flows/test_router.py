@@ -15,7 +15,8 @@ from flows.router import JourneyRouter
 from ingest.events import NewEvent, store_events
 from ingest.outbox import OutboxDispatcher
 from models.journeys import Journey
-from tests.flows.test_journey import customer, definition, shop, store_flow, until
+from tests.flows.test_journey import customer, definition, shop, store_flow
+from tests.helpers import until
 from worker import build_worker
 
 SLEEP = [{"type": "delay", "id": "nap", "duration": {"amount": 3, "unit": "days"}, "next": None}]

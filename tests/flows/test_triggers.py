@@ -16,8 +16,9 @@ from sqlalchemy import text
 from core.db import session_scope
 from ingest.outbox import OutboxDispatcher
 from ingest.routing import build_routers
-from tests.flows.test_journey import outbox, until
+from tests.flows.test_journey import outbox
 from tests.flows.test_router import _journeys as journeys
+from tests.helpers import until
 from worker import build_dispatcher, build_worker
 from workflows.journey import StartJourneyInput
 

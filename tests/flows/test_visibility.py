@@ -1,5 +1,6 @@
 """What an operator sees in the Temporal Web UI: journeys found by the query they type
-(`WaymarkFlowId="…" AND WaymarkStep="wait_4h"`), with their search attributes, and a readable
+(`WaymarkFlowId="…" AND WaymarkStep="wait_4h"`: only journeys still at that step, since an ended
+one unsets `WaymarkStep` and keeps `WaymarkStatus`), with their search attributes, and a readable
 current-details line naming the flow, the profile, the step and the next wake-up.
 
 On the dev server (real visibility store, wall clock): the journeys sleep in their delays for the
@@ -129,10 +130,13 @@ async def test_the_ui_query_by_flow_and_step_lists_the_journeys_waiting_there(
         f'WaymarkFlowId="{flow_id}" AND WaymarkStatus="exited"',
         {leaving.id},
     )
-    assert exited[leaving.id].typed_search_attributes.get(sa.PROFILE_ID) == str(leaving_profile)
+    attributes = exited[leaving.id].typed_search_attributes
+    assert attributes.get(sa.PROFILE_ID) == str(leaving_profile)
+    assert attributes.get(sa.STEP) is None  # an ended journey is at no step
     assert "exited" in await details(leaving)
+    # The operator's query, as typed, lists only the journeys still waiting there.
     still = {h.id for p, h in in_4h.items() if p != leaving_profile}
-    await eventually_listed(client, f'{query} AND ExecutionStatus="Running"', still)
+    await eventually_listed(client, query, still)
     await eventually_listed(client, f'{query} AND WaymarkStatus="active"', still)
 
     for handle in [*in_4h.values(), *in_1d.values(), elsewhere]:

@@ -52,9 +52,12 @@ def upgrade() -> None:
     op.create_index(
         "uq_journey_reviews_step", "journey_reviews", ["journey_id", "step_id"], unique=True
     )
+    # A profile's rows: the FK cascade when an identity merge or an erasure deletes a profile.
+    op.create_index("ix_journey_reviews_profile", "journey_reviews", ["profile_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_journey_reviews_profile", table_name="journey_reviews")
     op.drop_index("uq_journey_reviews_step", table_name="journey_reviews")
     op.drop_index("ix_journey_reviews_queue", table_name="journey_reviews")
     op.drop_table("journey_reviews")
