@@ -14,7 +14,9 @@ UPDATE (so segments read them as any list property: `tags contains "vip"`).
 Review queue (flow status `manual`): `register_review` writes a `waiting` row for a send step
 only if the flow is manual *now*, reading the flow row `FOR SHARE`, so it serializes with a
 status change (which updates that row): a flow switched to live in the same instant either sees
-the row and releases it in its own transaction, or the journey sees `live` and sends at once.
+the row and releases it in its own transaction, or the journey sees `live` and sends at once. It
+answers the flow's status (`flow_status`): a journey that got no row sends only when that is
+`live` (deleted or draft: it leaves; paused: it holds).
 """
 
 from __future__ import annotations
@@ -124,6 +126,10 @@ class RegisterReviewResult(BaseModel):
     status: str
     review_id: uuid.UUID | None = None
     reason: str | None = None
+    # The flow's status, read `FOR SHARE` in the same transaction (None: no such flow): a
+    # journey that got no row follows it (deleted/draft: it leaves; paused: it holds; it sends
+    # only when live).
+    flow_status: str | None = None
 
 
 class UpdateProfileInput(BaseModel):
@@ -320,7 +326,8 @@ class JourneyActivities:
 
     @activity.defn
     async def register_review(self, input: RegisterReviewInput) -> RegisterReviewResult:
-        """Put a send step of a manual flow in the review queue (or find it there again)."""
+        """Put a send step of a manual flow in the review queue (or find it there again: a
+        journey re-reads its row this way); answers the row and the flow's status."""
         from core.db import session_scope
 
         params = input.model_dump()
@@ -338,6 +345,17 @@ class JourneyActivities:
                 ),
                 params,
             )
+            # Locked already when the row went in (the flow is manual); else read now, after
+            # any status change that held the row has committed.
+            flow_status = (
+                await session.execute(
+                    text(
+                        "SELECT status FROM flows WHERE id = :flow_id "
+                        "AND workspace_id = :workspace_id FOR SHARE"
+                    ),
+                    params,
+                )
+            ).scalar_one_or_none()
             row = (
                 await session.execute(
                     text(
@@ -348,8 +366,10 @@ class JourneyActivities:
                 )
             ).one_or_none()
         if row is None:
-            return RegisterReviewResult(status="send")
-        return RegisterReviewResult(status=row.status, review_id=row.id, reason=row.reason)
+            return RegisterReviewResult(status="send", flow_status=flow_status)
+        return RegisterReviewResult(
+            status=row.status, review_id=row.id, reason=row.reason, flow_status=flow_status
+        )
 
     @activity.defn
     async def record_step(self, input: RecordStepInput) -> FlowState:

@@ -27,22 +27,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
-import socket
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
+from pathlib import Path
 
 import psycopg
 
-from core import migrate
+from bench import sink
+from bench.common import fresh_database, postgres
+from bench.sink import ACCOUNT_SID
 from core.db import create_async_engine, libpq_url, session_scope, sqlalchemy_url
-from core.embedded import database_url_with, drop_database, ensure_database
 from core.settings import Settings
 from core.tenancy import create_workspace
 
-ACCOUNT_SID = "AC" + "0" * 32
 HTML = (
     "<html><body><h1>Hi {{ profile.first_name }}</h1><p>Our summer sale is on.</p>"
     '<a href="https://shop.example.com/sale">Shop the sale</a> '
@@ -54,69 +54,6 @@ HTML_SAME = HTML.replace("Hi {{ profile.first_name }}", "Hi there")
 SMS = "Hi {{ profile.first_name }}, summer sale: https://shop.example.com/sale"
 CONCURRENCY = 8  # the providers' (channels.providers.common.CONCURRENCY)
 WARM = 1000  # recipients of the warm-up round (not counted)
-
-
-# --- the sink: a separate process, so it does not share this one's CPU time ------------------
-
-
-def _serve_sink(port: int) -> None:
-    from aiohttp import web
-
-    counter = iter(range(1 << 62))
-    requests = {"mail": 0, "sms": 0}
-
-    async def mail(request: web.Request) -> web.Response:
-        await request.read()
-        requests["mail"] += 1
-        return web.Response(status=202, headers={"X-Message-Id": f"sg{next(counter)}"})
-
-    async def message(request: web.Request) -> web.Response:
-        form = await request.post()
-        requests["sms"] += 1
-        sid = f"SM{next(counter):032x}"
-        return web.json_response(
-            {
-                "sid": sid,
-                "account_sid": ACCOUNT_SID,
-                "to": form.get("To"),
-                "from": form.get("From"),
-                "body": form.get("Body"),
-                "status": "queued",
-                "num_segments": "1",
-                "direction": "outbound-api",
-                "api_version": "2010-04-01",
-                "date_created": "Wed, 02 Dec 2026 10:00:00 +0000",
-                "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json",
-            },
-            status=201,
-        )
-
-    async def counts(request: web.Request) -> web.Response:
-        return web.json_response(requests)
-
-    # SendGrid takes requests up to 30 MB; 1,000 personalizations with their substitutions are
-    # over aiohttp's default 1 MB.
-    app = web.Application(client_max_size=32 * 1024 * 1024)
-    app.router.add_get("/counts", counts)
-    app.router.add_post("/v3/mail/send", mail)
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", message)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"the sink did not start on port {port}")
 
 
 # --- data -------------------------------------------------------------------------------
@@ -211,11 +148,7 @@ async def _setup(engine, settings: Settings, n: int):
 
 
 def _requests(base_url: str) -> dict[str, int]:
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(f"{base_url}/counts") as response:
-        return json.loads(response.read())
+    return sink.call(base_url, "/requests")
 
 
 async def full_path(
@@ -322,14 +255,9 @@ async def run(database_url: str, n: int, rounds: int) -> None:
     from models import Channel
 
     load = os.getloadavg()
-    port = _free_port()
-    sink = multiprocessing.get_context("spawn").Process(target=_serve_sink, args=(port,))
-    sink.start()
     seconds = dict.fromkeys((RAW_EMAIL, RAW_BATCHED, FULL_SAME, FULL_NAMED, RAW_SMS, FULL_SMS), 0.0)
     made: dict[str, dict[str, int]] = {}
-    try:
-        _wait_port(port)
-        base = f"http://127.0.0.1:{port}"
+    with sink.running() as base:
         settings = Settings(
             database_url=database_url,
             secret_key="bench-secret-key-that-is-long-enough-0123456789",
@@ -383,9 +311,6 @@ async def run(database_url: str, n: int, rounds: int) -> None:
             if first == n:  # the warm-up: not counted
                 seconds, made = zero, {}
         await engine.dispose()
-    finally:
-        sink.terminate()
-        sink.join()
     for name, requests in made.items():
         print(f"  {name}: {requests['mail']} Mail Send, {requests['sms']} Twilio requests")
     rows = [(name, n / spent) for name, spent in seconds.items()]
@@ -417,26 +342,10 @@ def main() -> None:
         "--rounds", type=int, default=5, help="the ways take turns, each on 1/rounds of them"
     )
     args = parser.parse_args()
-    name = f"waymark_bench_send_{uuid.uuid4().hex[:8]}"
-    server = None
-    if admin_url := os.environ.get("DATABASE_URL"):
-        pass
-    else:
-        import pgserver
-
-        server = pgserver.get_server(
-            tempfile.mkdtemp(prefix="waymark-bench-"), cleanup_mode="delete"
-        )
-        admin_url = server.get_uri()
-    ensure_database(admin_url, name)
-    url = database_url_with(admin_url, name)
-    try:
-        migrate.upgrade(url)
+    with tempfile.TemporaryDirectory(prefix="waymark-bench-send-") as tmp, ExitStack() as stack:
+        pg = stack.enter_context(postgres(Path(tmp)))
+        url = stack.enter_context(fresh_database(pg.admin_url))
         asyncio.run(run(url, args.recipients, args.rounds))
-    finally:
-        drop_database(admin_url, name)
-        if server is not None:
-            server.cleanup()
 
 
 if __name__ == "__main__":

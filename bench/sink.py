@@ -5,7 +5,8 @@ recipient it is handed, by run tag — the domain of an email address, or "sms" 
 digits of a phone number — so a benchmark can check exactly-once delivery. `/stall?tag=&at=N`
 makes it hold every answer once a run has N recipients (a crash mid-send can then be staged);
 `/stall?off` lets them go. `/received?tag=&after=K` lists (recipient, Waymark message id) in
-arrival order, for playing the provider's event webhook.
+arrival order, for playing the provider's event webhook; `/requests` counts the Mail Send and
+Twilio requests handled.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _serve(port: int) -> None:
     seen: dict[str, Counter] = {}  # run tag -> recipient -> deliveries
     received: dict[str, list[tuple[str, str]]] = {}  # run tag -> (recipient, Waymark message id)
     counter = iter(range(1 << 62))
+    requests = {"mail": 0, "sms": 0}  # requests handled, by API
     flowing = asyncio.Event()  # cleared: requests are counted, then left waiting for an answer
     flowing.set()
 
@@ -48,6 +50,7 @@ def _serve(port: int) -> None:
 
     async def mail(request: web.Request) -> web.Response:
         body = json.loads(await request.read())
+        requests["mail"] += 1
         for personalization in body["personalizations"]:
             message_id = personalization.get("custom_args", {}).get(MESSAGE_ID_ARG, "")
             for to in personalization["to"]:
@@ -57,6 +60,7 @@ def _serve(port: int) -> None:
 
     async def message(request: web.Request) -> web.Response:
         form = await request.post()
+        requests["sms"] += 1
         count(str(form["To"]), "")
         await flowing.wait()
         sid = f"SM{next(counter):032x}"
@@ -103,7 +107,12 @@ def _serve(port: int) -> None:
         return web.json_response({"stalled": not flowing.is_set()})
 
     app = web.Application(client_max_size=32 * 1024 * 1024)
+
+    async def handled(request: web.Request) -> web.Response:
+        return web.json_response(requests)
+
     app.router.add_get("/counts", counts)
+    app.router.add_get("/requests", handled)
     app.router.add_get("/received", since)
     app.router.add_post("/stall", stall)
     app.router.add_post("/v3/mail/send", mail)

@@ -18,7 +18,8 @@ The flow filter is checked first thing in the workflow (not by the router: the r
 stays one query per batch) and again before every step, with `since` = the journey's start.
 
 Here: the run loop, signals, queries and the journey's own activities (load, register, record,
-end) and search attributes. The steps are `workflows.journey_steps` (the `JourneySteps` mixin);
+end) and search attributes. The steps are `workflows.journey_steps` (the `JourneySteps` mixin;
+a send's review queue: `workflows.journey_review`);
 inputs, results, activity options and patch ids are `workflows.journey_types`, re-exported here.
 """
 

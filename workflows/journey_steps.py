@@ -4,7 +4,9 @@ One coroutine per step type (`_step_<type>`) answers a `_Done` (the next step, t
 that the journey leaves); `_wait` is every timed wait (a delay, a wait-for-event's timeout, a
 held send), woken early by an exit, a new flow version or the step's own condition; `_moved`
 applies a version that arrived mid-step. A send held by quiet hours passes the journey's clock to
-the gate (`SendMessageInput.now`) and sleeps until the hold ends, at least a minute.
+the gate (`SendMessageInput.now`) and sleeps until the hold ends, at least a minute. A journey
+told to leave during the step leaves right before a send (`_left_before_send`); a manual flow's
+send waits in the review queue first (`workflows.journey_review`).
 
 The journey's state and its other primitives (`_db`, `_evaluate`, `_apply_version`,
 `_publish`, ...) live on `JourneyWorkflow` (`workflows.journey`). A workflow module: only stdlib
@@ -19,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.journey_review import JourneyReview
 from workflows.journey_types import (
     DB,
     HELD_SEND_AT_LEAST,
     HELD_SEND_WAIT,
+    LEAVE_BEFORE_SEND,
     REVIEW_QUEUE,
     SEND_RETRY,
     STEP_REMOVED_OUTCOME,
@@ -42,7 +46,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.journeys import (
         JourneyActivities,
         ListActionInput,
-        RegisterReviewInput,
         ResolveDelayInput,
         TagActionInput,
         UpdateProfileInput,
@@ -51,8 +54,9 @@ with workflow.unsafe.imports_passed_through():
     from flows.runtime import event_passes
 
 
-class JourneySteps:
-    """Step implementations over the journey's state (set by `JourneyWorkflow`)."""
+class JourneySteps(JourneyReview):
+    """Step implementations over the journey's state (set by `JourneyWorkflow`); a manual
+    flow's send waits in the review queue (`JourneyReview`)."""
 
     _in: StartJourneyInput
     _version: int
@@ -219,11 +223,15 @@ class JourneySteps:
             utm=step.utm,
             event=self._in.trigger_event,
         )
+        if (left := self._left_before_send()) is not None:
+            return left
         if self._manual and workflow.patched(REVIEW_QUEUE):
             reviewed = await self._review(step)
             if reviewed is not None:
                 return reviewed
         while True:
+            if (left := self._left_before_send()) is not None:
+                return left
             # The journey's clock: the gate (quiet hours) decides at the later of it and the
             # wall clock, so a hold that ended on the journey's clock ends for the gate too (an
             # activity input, not a command: no patch, and a journey already spinning recovers).
@@ -250,58 +258,14 @@ class JourneySteps:
                 return _Done(next=step.next, outcome="skipped", reason=result.skip_reason)
             return _Done(next=step.next, outcome="failed", reason=result.error or "send_failed")
 
-    async def _review(self, step: d.SendStep) -> _Done | None:
-        """A manual flow's send waits in the review queue: None once released (or when the flow
-        is no longer manual), else how the journey leaves (discarded, exit, flow deleted, step
-        removed by a new version). A new version keeps the send as it was queued."""
-        queued = await self._db(
-            JourneyActivities.register_review,
-            RegisterReviewInput(
-                workspace_id=self._in.workspace_id,
-                flow_id=self._in.flow_id,
-                version=self._version,
-                step_id=step.id,
-                journey_id=self._in.journey_id,
-                profile_id=self._in.profile_id,
-                channel=step.channel.value,
-                template_id=step.template_id,
-            ),
-        )
-        if queued.review_id is None:  # "send": the flow went live meanwhile
-            return None
-        review = str(queued.review_id)
-        if queued.status != "waiting":  # a retried step finds its decision
-            self._reviews.setdefault(review, queued.status)
-        else:  # WaymarkStatus="in_review" while it waits (the queue in the Temporal UI)
-            self._status = "in_review"
-            self._publish()
-        done = await self._decision(step, review)
-        if self._status == "in_review":
-            self._status = "active"
-            if done is None:
-                self._publish()
-        return done
-
-    async def _decision(self, step: d.SendStep, review: str) -> _Done | None:
-        while True:
-            await workflow.wait_condition(
-                lambda: (
-                    review in self._reviews or bool(self._leaving()) or self._pending is not None
-                )
-            )
-            if reason := self._leaving():
-                return _Done(outcome="entered", leave=self._leave_status(reason))
-            if (decision := self._reviews.get(review)) == "released":
-                return None
-            if decision == "discarded":
-                return _Done(
-                    outcome="skipped",
-                    reason="review_discarded",
-                    leave=("removed", "review_discarded"),
-                )
-            _, gone = await self._moved(step)
-            if gone is not None:
-                return gone
+    def _left_before_send(self) -> _Done | None:
+        """A journey told to leave during the step (an exit, or the flow deleted or set to
+        draft: a signal, or a read of the flow by `record_step` / `register_review` /
+        `load_flow_version`) leaves instead of sending (LEAVE_BEFORE_SEND)."""
+        reason = self._leaving()
+        if False:
+            return _Done(outcome="entered", leave=self._leave_status(reason))
+        return None
 
     async def _step_update_profile(self, step: d.UpdateProfile) -> _Done:
         await workflow.execute_activity_method(

@@ -51,6 +51,18 @@ HELD_SEND_AT_LEAST = timedelta(minutes=1)
 # STEP_CLEARED_AT_END: an ended journey unsets `WaymarkStep` (keeps `WaymarkStatus`), so the
 # operator's `WaymarkFlowId="…" AND WaymarkStep="…"` lists only journeys still at that step.
 STEP_CLEARED_AT_END = "journey-step-cleared-at-end"
+# REVIEW_FLOW_STATUS: a manual flow's send that finds no review row (the flow is not manual any
+# more) follows the flow status `register_review` read: leaves when the flow was deleted or set
+# to draft, holds while it is paused, and sends only when it is live (before: sent whatever it was).
+REVIEW_FLOW_STATUS = "journey-review-flow-status"
+# LEAVE_BEFORE_SEND: a journey that is leaving (exit, flow deleted or draft, as a signal or an
+# activity's read of the flow told it during the step) leaves right before a send, not after it.
+LEAVE_BEFORE_SEND = "journey-leave-before-send"
+# REVIEW_CHECK: a send waiting for review reads its row and the flow again every
+# REVIEW_CHECK_EVERY (+0–15 min jitter), and at once when the flow stops being manual, in case
+# the `review_released` / `review_discarded` signal was lost.
+REVIEW_CHECK = "journey-review-check"
+REVIEW_CHECK_EVERY = PAUSE_CHECK_EVERY
 
 
 # --- input, result, messages -------------------------------------------------------------------
