@@ -23,6 +23,17 @@ class ProviderUnavailable(Exception):
     """A retryable failure (429, 5xx, network): the activity raises it so Temporal retries."""
 
 
+class OutcomeUnknown(Exception):
+    """The request may have reached the provider: it was sent but no answer came (a read
+    timeout, the connection dropped after sending). Resending could deliver it twice, so its
+    messages stay `sending` and are settled by the provider's events (`channels/send.py`).
+    `results` are what the provider did answer for other requests of the same call."""
+
+    def __init__(self, reason: str, results: list[SendResult] | None = None) -> None:
+        super().__init__(reason)
+        self.results = results or []
+
+
 @dataclass(frozen=True)
 class SendResult:
     message_id: uuid.UUID

@@ -16,7 +16,10 @@ of SQL statements and, for email, one provider request per 1,000 recipients.
    copy but for the recipients' names — share a SendGrid request, what differs going as
    per-recipient `substitutions` (`channels.email_tags`); the ledger keeps the content as the
    recipient gets it. Chunk N+1 is rendered and claimed while chunk N is with the provider, and
-   chunk N's answers are recorded while chunk N+1 is.
+   chunk N's answers are recorded while chunk N+1 is. SMS (one request per message) go in
+   growing chunks (`_chunks`: 1/8 of `SMS_BATCH`, doubling): the provider gets its first
+   messages once a small chunk is claimed, not a full one, and the last chunk's answers,
+   recorded after every call, are few. Emails go in full chunks (one request per 1,000).
 
 At most once, and the one unknown window
 ----------------------------------------
@@ -29,7 +32,9 @@ key twice:
 - the provider said "unavailable" (`ProviderUnavailable`: 429/5xx/network before acceptance):
   the row goes back to `queued` and the error is raised, so Temporal retries and sends it then;
 - **the worker died (or the activity timed out) after the claim (the `sending` row, new or
-  moved from `queued`, committed) and before the answer was recorded**: the row stays
+  moved from `queued`, committed) and before the answer was recorded**, or **the request went
+  out and no answer came back** (a read timeout, the connection dropped after sending:
+  `OutcomeUnknown` — never retried, since the provider may have accepted it): the row stays
   `sending` and nobody knows whether the provider accepted it. This is the only
   unknown-outcome window. It is reconciled by the provider's own reports, which carry
   our message id: SendGrid events carry `custom_args.waymark_message_id`, Twilio status
@@ -68,7 +73,7 @@ from activities.channels import (
     SendOutcome,
 )
 from channels import gate, ledger, ledger_new
-from channels.base import ProviderUnavailable, SendResult, SendStatus
+from channels.base import OutcomeUnknown, ProviderUnavailable, SendResult, SendStatus
 from channels.compose import Composer, Item, Prepared, unpack_content
 from channels.metrics import RECEIVED
 from channels.render import TemplateError
@@ -87,6 +92,8 @@ log = structlog.get_logger(__name__)
 UNKNOWN_OUTCOME_AFTER = timedelta(minutes=10)
 EMAIL_BATCH = 1000  # SendGrid: at most 1,000 personalizations per request
 SMS_BATCH = 500  # one provider call and one commit of outcomes per this many SMS
+RAMP = 8  # the first chunk of a send is 1/RAMP of a full one (see `_chunks`)
+RAMP_MIN = 32  # ... and never smaller than this
 YIELD_EVERY = 32  # recipients rendered between two yields to the event loop
 SETTLED = frozenset(MessageStatus) - {MessageStatus.queued, MessageStatus.sending}
 _STATUS = {
@@ -103,6 +110,21 @@ PROFILE_COLUMNS = [
         "country", "region", "city", "postal_code", "properties",
     )
 ]  # fmt: skip
+
+
+def _chunks(total: int, size: int, ramp: int = RAMP) -> list[tuple[int, int]]:
+    """The chunks of a send: `size` at most, but starting at `size // RAMP` and doubling, so
+    the provider gets its first messages after a small chunk is rendered and claimed (not a
+    full one), and the chunks after it are rendered, claimed and recorded while an earlier one
+    is with the provider. A send of a few recipients is one chunk."""
+    chunks, start, step = [], 0, max(size // ramp, RAMP_MIN)
+    while start < total:
+        end = min(total, start + step)
+        if total - end < RAMP_MIN:  # no tail chunk of a handful: it goes with this one
+            end = total
+        chunks.append((start, end))
+        start, step = end, min(size, step * 2)
+    return chunks
 
 
 class OutcomePending(Exception):
@@ -491,8 +513,11 @@ class _Sender:
         self.composer = self._composer()
         in_flight: asyncio.Task | None = None
         try:
-            for start in range(0, len(sendable), size):
-                claimed = await self._render_and_claim(sendable[start : start + size])
+            # Emails go in full chunks (one SendGrid request per 1,000): splitting them did
+            # not pay off in `bench.send` (rendering, not waiting, is their cost).
+            ramp = RAMP if self.spec.channel != Channel.email else 1
+            for start, end in _chunks(len(sendable), size, ramp):
+                claimed = await self._render_and_claim(sendable[start:end])
                 if in_flight is not None:
                     task, in_flight = in_flight, None
                     try:
@@ -528,6 +553,15 @@ class _Sender:
                 await self._record([p for p in chunk if p.item.message_id in answered], answered)
             await self._hand_back([p for p in chunk if p.item.message_id not in answered], str(exc))
             raise
+        except OutcomeUnknown as exc:
+            # Sent without an answer: the unanswered stay `sending` (never resent) and this call
+            # ends in OutcomePending, like a retry that finds an interrupted attempt.
+            answered = self._answers(exc.results)
+            if answered:
+                await self._record([p for p in chunk if p.item.message_id in answered], answered)
+            self.pending += sum(1 for p in chunk if p.item.message_id not in answered)
+            log.warning("provider outcome unknown", reason=str(exc), messages=len(chunk))
+            return
         self.recording.append(asyncio.create_task(self._record_chunk(chunk, answers, heartbeat)))
 
     async def _record_chunk(self, chunk: list[Prepared], answers, heartbeat) -> None:

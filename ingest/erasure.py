@@ -6,6 +6,11 @@ Two steps, in this order, used by the REST API and the CLI:
    transaction. Foreign keys cascade to events (and their outbox rows), consents and their
    history, aliases, list memberships and their change log, and push subscriptions; suppressions
    are keyed by address, not profile, so the ones for its email and phone go explicitly.
+   Segment memberships go first, explicitly (`segments.membership.remove_profiles`), so each
+   segment's `member_count` drops with them; no exit is logged: the profile's change log
+   (`segment_membership_changes`, like `list_membership_changes`) references it and is erased
+   with it, so the history reads as if the person had never been a member — its entries and
+   exits are gone together and the history chart's daily counts stay consistent.
 2. `terminate_journeys` then terminates the profile's running journeys in Temporal.
 
 The database goes first and is committed before Temporal is called: the personal data is gone
@@ -53,6 +58,9 @@ async def erase_profile(
 
     Does not commit: the caller commits, then calls `terminate_journeys`.
     """
+    from segments.membership import remove_profiles  # segments build on ingest
+
+    await remove_profiles(session, workspace_id, [profile_id], log_exits=False)
     row = (
         await session.execute(_DELETE_PROFILE, {"id": profile_id, "ws": workspace_id})
     ).one_or_none()

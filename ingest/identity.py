@@ -4,7 +4,9 @@
 - An `anonymousId` is an alias (profile_aliases) of a profile; an anonymous profile is created
   the first time one is seen.
 - A call carrying both ties them together: the anonymous id becomes an alias of the known
-  profile, and an anonymous profile that id had is merged into it (events move, no duplicates).
+  profile, and an anonymous profile that id had is merged into it (events move, no duplicates;
+  its segment exits and list leaves are logged, and the known profile's new entries and joins:
+  `ingest.profiles.merge_profiles`).
 """
 
 from __future__ import annotations

@@ -169,29 +169,61 @@ async def _update(
         )
 
 
-# Tables whose rows follow a profile when it is merged into another.
+# Tables whose rows follow a profile when it is merged into another: its history included, so
+# past entries, exits, joins and leaves stay counted (segment history charts read them).
 _MOVE = (
     "UPDATE events SET profile_id = :target WHERE profile_id = :source",
     "UPDATE profile_aliases SET profile_id = :target WHERE profile_id = :source",
     "UPDATE push_subscriptions SET profile_id = :target WHERE profile_id = :source",
     "UPDATE consent_changes SET profile_id = :target WHERE profile_id = :source",
     "UPDATE list_membership_changes SET profile_id = :target WHERE profile_id = :source",
-    # Memberships and consents the target already has win; the source's fill the gaps.
-    "INSERT INTO list_members (list_id, profile_id, workspace_id, source, joined_at) "
-    "SELECT list_id, :target, workspace_id, source, joined_at FROM list_members "
-    "WHERE profile_id = :source ON CONFLICT DO NOTHING",
+    "UPDATE segment_membership_changes SET profile_id = :target WHERE profile_id = :source",
+    # Consents the target already has win; the source's fill the gaps.
     "INSERT INTO consents (profile_id, channel, workspace_id, state, source, updated_at) "
     "SELECT :target, channel, workspace_id, state, source, updated_at FROM consents "
     "WHERE profile_id = :source ON CONFLICT DO NOTHING",
+)
+
+# The source's list memberships end (a `left` row each, source `merged`); the target joins the
+# lists it was not on (a `joined` row each, which starts list-triggered flows for the surviving
+# profile). One statement, so the trigger of migration 0014 sees the joins once.
+MERGED = "merged"
+_MOVE_LISTS = text(
+    """
+    WITH gone AS (
+        DELETE FROM list_members WHERE profile_id = :source AND workspace_id = :ws
+        RETURNING list_id
+    ), joined AS (
+        INSERT INTO list_members (list_id, profile_id, workspace_id, source, joined_at)
+        SELECT list_id, :target, :ws, :reason, now() FROM gone
+        ON CONFLICT (list_id, profile_id) DO NOTHING
+        RETURNING list_id
+    )
+    INSERT INTO list_membership_changes
+        (workspace_id, list_id, profile_id, action, source, occurred_at)
+    SELECT :ws, list_id, :target, action, :reason, now()
+    FROM (
+        SELECT list_id, 'left' AS action, 1 AS ord FROM gone
+        UNION ALL SELECT list_id, 'joined', 2 FROM joined
+    ) AS x
+    ORDER BY ord, list_id
+    """
 )
 
 
 async def merge_profiles(
     session: AsyncSession, workspace_id: uuid.UUID, source: uuid.UUID, target: uuid.UUID
 ) -> None:
-    """Fold `source` into `target`: its events, aliases, memberships, consents and subscriptions
-    move; reserved fields the target lacks are filled from the source; the target's custom
-    properties win over the source's. The source profile is then deleted."""
+    """Fold `source` into `target`: its events, aliases, consents, subscriptions and history move;
+    reserved fields the target lacks are filled from the source; the target's custom properties
+    win over the source's. The source profile is then deleted.
+
+    Memberships are logged like any other change: the source exits each of its segments and
+    leaves each of its lists (rows in the target's history, as the source's earlier ones now
+    are), the target joins the lists it lacked, and is then re-evaluated against every segment
+    (`profiles_changed`), so each segment it now qualifies for logs an entry."""
+    from segments.membership import remove_profiles  # segments build on ingest
+
     if source == target:
         return
     owned = (
@@ -202,9 +234,11 @@ async def merge_profiles(
     ).scalar_one()
     if owned != 2:
         raise LookupError("both profiles must exist in this workspace")
+    await remove_profiles(session, workspace_id, [source])
     params = {"source": source, "target": target}
     for statement in _MOVE:
         await session.execute(text(statement), params)
+    await session.execute(_MOVE_LISTS, {**params, "ws": workspace_id, "reason": MERGED})
     # Take the source's identifiers off it before the target takes them (unique indexes).
     fill = ", ".join(f"{c} = coalesce(t.{c}, s.{c})" for c in ("external_id", *RESERVED))
     await session.execute(

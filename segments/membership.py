@@ -16,6 +16,10 @@ refreshes of the segments that read it in the same `refresh_segments` call. Thei
 logged, but the statement runs with `waymark.segment_baseline` set, so no flow is flooded with
 profiles who were in the segment all along. Incremental refreshes (events, profile, list and
 consent changes) and later full ones (the periodic refresh, `POST /refresh`) are not baselines.
+
+A profile that is deleted (merged into another, or erased) leaves its segments through
+`remove_profiles` before the delete: one statement for all its memberships, exits logged (not
+for erasure, which erases the profile's change log too) and counters kept right.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     ARRAY,
@@ -271,3 +275,52 @@ async def refresh_segments(
         if results[sid].baseline:
             baselines.add(sid)
     return results
+
+
+# A profile about to be deleted (merged into another, or erased) leaves every segment at once:
+# its members rows go, each segment's counter drops by its share, and — unless its history is
+# being erased with it — each exit is logged. `exited` rows queue no flow (the trigger of
+# migration 0014 reads `entered` only).
+_LEAVE_ALL = """
+    WITH gone AS (
+        DELETE FROM segment_members
+        WHERE workspace_id = :ws AND profile_id = ANY(CAST(:ids AS uuid[]))
+        RETURNING segment_id, profile_id
+    ), counted AS (
+        UPDATE segments s SET member_count = s.member_count - g.n
+        FROM (SELECT segment_id, count(*) AS n FROM gone GROUP BY segment_id) g
+        WHERE s.id = g.segment_id AND s.workspace_id = :ws
+    ){logged}
+    SELECT count(*) FROM gone
+"""
+_LOGGED = """, logged AS (
+        INSERT INTO segment_membership_changes
+            (workspace_id, segment_id, profile_id, action, occurred_at)
+        SELECT :ws, segment_id, profile_id, 'exited', :now FROM gone
+        ORDER BY segment_id, profile_id
+    )"""
+_LEAVE_LOGGED = text(_LEAVE_ALL.format(logged=_LOGGED))
+_LEAVE_UNLOGGED = text(_LEAVE_ALL.format(logged=""))
+
+
+async def remove_profiles(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    profile_ids: Collection[uuid.UUID],
+    *,
+    now: datetime | None = None,
+    log_exits: bool = True,
+) -> int:
+    """Take profiles that are about to be deleted out of every segment, in one statement.
+
+    Call it before the profiles are deleted (the foreign key's cascade would drop their members
+    rows silently: no exit logged, `member_count` too high). `log_exits=False` is for erasure,
+    whose cascade deletes the profile's whole change log anyway. Returns how many memberships
+    ended."""
+    if not profile_ids:
+        return 0
+    statement = _LEAVE_LOGGED if log_exits else _LEAVE_UNLOGGED
+    params = {"ws": workspace_id, "ids": list(dict.fromkeys(profile_ids))}
+    if log_exits:
+        params["now"] = now or datetime.now(UTC)
+    return (await session.execute(statement, params)).scalar_one()

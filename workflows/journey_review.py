@@ -55,6 +55,7 @@ class JourneyReview:
         def _leaving(self) -> str | None: ...
         def _leave_status(self, reason: str) -> tuple[str, str]: ...
         def _follow(self, live_version: int | None, status: str | None, seen: int) -> None: ...
+        def _set_status(self, status: str) -> None: ...
         async def _hold(self) -> None: ...
         async def _moved(self, step: Any) -> tuple[Any, _Done | None]: ...
         def _publish(self) -> None: ...
@@ -68,16 +69,19 @@ class JourneyReview:
             queued = await self._register_review(step)
             if queued.review_id is not None:
                 break
-            if True:
+            if not workflow.patched(REVIEW_FLOW_STATUS):
                 return None  # before: "send", whatever the flow's status
-            # No row: the flow is not manual now. Its status as read (`FOR SHARE`, so no status
-            # change was in flight) applies unless a status signal since is newer; a flow row
-            # gone is a deleted flow.
-            self._follow(None, queued.flow_status or "deleted", seen)
+            # No row: the flow is not manual now. Its status as read (`FOR SHARE`: after any
+            # status change in flight) applies, unless a status signal since is newer (already
+            # applied); a flow row gone is a deleted flow.
+            if seen == self._status_signals:
+                self._set_status(queued.flow_status or "deleted")
             if reason := self._leaving():
                 return _Done(outcome="entered", leave=self._leave_status(reason))
             if self._paused:  # hold here, then register again (manual, live or gone by then)
                 await self._hold()
+                if reason := self._leaving():
+                    return _Done(outcome="entered", leave=self._leave_status(reason))
                 continue
             if not self._manual:  # live: send
                 return None
@@ -120,7 +124,7 @@ class JourneyReview:
             return woken() or (not self._manual and not checked_not_manual)
 
         while True:
-            if False:
+            if workflow.patched(REVIEW_CHECK):
                 jitter = timedelta(minutes=workflow.random().randint(0, 15))
                 try:
                     await workflow.wait_condition(

@@ -263,7 +263,7 @@ class JourneySteps(JourneyReview):
         draft: a signal, or a read of the flow by `record_step` / `register_review` /
         `load_flow_version`) leaves instead of sending (LEAVE_BEFORE_SEND)."""
         reason = self._leaving()
-        if False:
+        if reason and workflow.patched(LEAVE_BEFORE_SEND):
             return _Done(outcome="entered", leave=self._leave_status(reason))
         return None
 

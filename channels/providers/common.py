@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import structlog
 
-from channels.base import ProviderUnavailable, SendResult
+from channels.base import OutcomeUnknown, ProviderUnavailable, SendResult
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -63,7 +63,8 @@ async def run_bounded(
 ) -> list[SendResult]:
     """Run request jobs at most `limit` at a time; results in job order.
 
-    When some jobs stay unavailable, raises PartlySent with the others' results."""
+    When some jobs stay unavailable, raises PartlySent with the others' results; when some
+    got no answer after sending, OutcomeUnknown (with the others' results), never a retry."""
     semaphore = asyncio.Semaphore(limit)
 
     async def one(job: Callable[[], Awaitable[list[SendResult]]]) -> list[SendResult]:
@@ -73,13 +74,18 @@ async def run_bounded(
     outcomes = await asyncio.gather(*(one(job) for job in jobs), return_exceptions=True)
     results: list[SendResult] = []
     unavailable: list[ProviderUnavailable] = []
+    unknown: list[OutcomeUnknown] = []
     for outcome in outcomes:
         if isinstance(outcome, ProviderUnavailable):
             unavailable.append(outcome)
+        elif isinstance(outcome, OutcomeUnknown):
+            unknown.append(outcome)
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
             results.extend(outcome)
+    if unknown:  # takes precedence: those messages must not be handed back for a resend
+        raise OutcomeUnknown(str(unknown[0]), results)
     if unavailable:
         raise PartlySent(str(unavailable[0]), results)
     return results

@@ -22,13 +22,14 @@ import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from http.client import HTTPException
 from urllib.error import URLError
 
 import sendgrid
 from python_http_client.exceptions import HTTPError
 from sendgrid.helpers.mail import Category, Content, From, Header, Mail, ReplyTo
 
-from channels.base import OutgoingEmail, SendResult, SendStatus
+from channels.base import OutcomeUnknown, OutgoingEmail, SendResult, SendStatus
 from channels.email_tags import substitute
 from channels.providers.common import (
     CONCURRENCY,
@@ -220,8 +221,11 @@ class SendGridEmailProvider:
                         reason_from(error), retry_after_seconds(headers.get("Retry-After"))
                     ) from error
                 raise
-            except (URLError, TimeoutError, ConnectionError) as error:
+            except URLError as error:  # connecting or sending failed: nothing was accepted
                 raise Retryable(f"SendGrid unreachable: {error}") from error
+            except (TimeoutError, ConnectionError, HTTPException) as error:
+                # Sent, but no answer: SendGrid may have accepted it. Never resent.
+                raise OutcomeUnknown(f"no answer from SendGrid: {error!r}") from error
             return response.headers.get("X-Message-Id")
 
         try:

@@ -20,7 +20,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from channels.base import OutgoingSms, SendResult, SendStatus
+from channels.base import OutcomeUnknown, OutgoingSms, SendResult, SendStatus
 from channels.providers.common import (
     CONCURRENCY,
     RETRY_DELAYS,
@@ -45,6 +45,14 @@ def reason_from(error: TwilioException) -> str:
     code = getattr(error, "code", None)
     message = getattr(error, "msg", None) or getattr(error, "detail", None) or str(error)
     return f"Twilio {_status(error)}" + (f" (error {code})" if code else "") + f": {message}"
+
+
+class _HttpClient(AsyncTwilioHttpClient):
+    """The SDK's asyncio client with its timeout in force: the SDK hands every request
+    `timeout=None`, which aiohttp takes as no timeout at all."""
+
+    async def request(self, *args, timeout: float | None = None, **kwargs):
+        return await super().request(*args, timeout=timeout or self.timeout, **kwargs)
 
 
 class TwilioSmsProvider:
@@ -73,7 +81,7 @@ class TwilioSmsProvider:
         self._messages = None
 
     async def __aenter__(self) -> TwilioSmsProvider:
-        self._http = AsyncTwilioHttpClient(timeout=TIMEOUT_SECONDS)
+        self._http = _HttpClient(timeout=TIMEOUT_SECONDS)
         self._messages = self._messages_api(self._http)
         return self
 
@@ -93,7 +101,7 @@ class TwilioSmsProvider:
             return []
         if self._messages is not None:
             return await self._send_all(self._messages, messages)
-        async with AsyncTwilioHttpClient(timeout=TIMEOUT_SECONDS) as http:
+        async with _HttpClient(timeout=TIMEOUT_SECONDS) as http:
             return await self._send_all(self._messages_api(http), messages)
 
     async def _send_all(self, api, messages: list[OutgoingSms]) -> list[SendResult]:
@@ -135,7 +143,12 @@ class TwilioSmsProvider:
                 if status == 429 or status >= 500:
                     raise Retryable(reason_from(error)) from error
                 raise
-            except (TimeoutError, aiohttp.ClientError) as error:
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+                raise Retryable(f"Twilio unreachable: {error!r}") from error  # never connected
+            except (TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                # Sent, but no answer: Twilio may have accepted it. Never resent.
+                raise OutcomeUnknown(f"no answer from Twilio: {error!r}") from error
+            except aiohttp.ClientError as error:
                 raise Retryable(f"Twilio unreachable: {error!r}") from error
             return created.sid
 
