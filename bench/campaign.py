@@ -445,9 +445,14 @@ def main() -> None:
     parser.add_argument(
         "--no-kill", dest="kill", action="store_false", help="skip the killed-worker run"
     )
+    parser.add_argument("--keep", action="store_true", help="keep the worker's log")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="waymark-bench-campaign-") as tmp, ExitStack() as stack:
-        work = Path(tmp)
+    with ExitStack() as stack:
+        if args.keep:
+            work = Path(tempfile.mkdtemp(prefix="waymark-bench-campaign-"))
+            print(f"logs kept in {work}")
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="waymark-bench-")))
         pg = stack.enter_context(postgres(work))
         url = stack.enter_context(fresh_database(pg.admin_url))
         address = os.environ.get("TEMPORAL_ADDRESS")

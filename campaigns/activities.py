@@ -115,10 +115,9 @@ SET status = CASE
         WHEN m.status = 'failed' AND m.sent_at IS NULL THEN left(m.error, 255)
     END
 FROM messages m
-WHERE r.message_id = :message_id AND r.profile_id = ANY (:profile_ids)
-  AND m.workspace_id = :workspace_id
-  AND m.idempotency_key = :prefix || ':' || r.profile_id::text
+WHERE m.workspace_id = :workspace_id AND m.idempotency_key = ANY (:keys)
   AND m.status NOT IN ('queued', 'sending')
+  AND r.message_id = :message_id AND r.profile_id = m.profile_id
 """
 )
 
@@ -290,10 +289,11 @@ class CampaignActivities:
                 raise ApplicationError(
                     str(exc), type="OutcomePending", next_retry_delay=PENDING_RETRY_DELAY
                 ) from None
+            activity.heartbeat(result.recipients)
+            keys = [f"{prefix}:{profile_id}" for profile_id in ids]
             async with session_scope(self.engine) as session:
-                await session.execute(
-                    _RECORD, params | {"profile_ids": list(ids), "prefix": prefix}
-                )
+                # Driven by the ledger's unique key: one index probe per recipient.
+                await session.execute(_RECORD, params | {"keys": keys})
                 if summary.held:
                     await session.execute(
                         _HOLD,

@@ -113,7 +113,7 @@ PROFILE_COLUMNS = [
 
 
 def _chunks(total: int, size: int, ramp: int = RAMP) -> list[tuple[int, int]]:
-    """The chunks of a send: `size` at most, but starting at `size // RAMP` and doubling, so
+    """The chunks of a send: `size` at most, but starting at `size // ramp` and doubling, so
     the provider gets its first messages after a small chunk is rendered and claimed (not a
     full one), and the chunks after it are rendered, claimed and recorded while an earlier one
     is with the provider. A send of a few recipients is one chunk."""

@@ -235,7 +235,7 @@ class CampaignMessageWorkflow:
                 limit=HELD_LIMIT,
             ),
             start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(seconds=30),
+            heartbeat_timeout=timedelta(minutes=1),
         )
 
     async def _finish(self, input: RunCampaignMessageInput, reason: str | None) -> str:

@@ -129,10 +129,13 @@ class LocalOutboxProvider:
             row.setdefault("id", uuid.uuid4())
             row["workspace_id"] = self.workspace_id
         async with session_scope(self.engine) as session:
+            # executemany: one compiled statement, sent in multi-row batches by SQLAlchemy
+            # ("insertmanyvalues"), not a statement with a parameter per value.
             await session.execute(
-                insert(LocalOutboxMessage)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=[LocalOutboxMessage.message_id])
+                insert(LocalOutboxMessage).on_conflict_do_nothing(
+                    index_elements=[LocalOutboxMessage.message_id]
+                ),
+                rows,
             )
             # Retries find the row of the first attempt: the same provider id every time.
             stored = dict(

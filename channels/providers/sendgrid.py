@@ -11,8 +11,10 @@ The request's shared part is built with the SDK's `Mail` helper; personalization
 dicts `Personalization.get()` gives, built directly (a thousand helper objects, each parsing
 its address with `email.utils`, cost more than the request itself).
 Requests run concurrently, a few at a time (the SDK is synchronous: each runs in a thread).
-429, 5xx and network failures are retried with backoff, then raise ProviderUnavailable; any
-other 4xx fails the request's messages with SendGrid's reason.
+429, 5xx and failures to connect are retried with backoff, then raise ProviderUnavailable; a
+request that went out but got no answer (read timeout, connection dropped) raises
+OutcomeUnknown and is never resent; any other 4xx fails the request's messages with SendGrid's
+reason.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ connections are reused). Used as `async with provider:` (as the send path does),
 serves every call until the block ends; otherwise each call opens and closes its own.
 The sender is the message's or the workspace's Messaging Service or from number; WhatsApp
 addresses get the `whatsapp:` prefix; each message may name its own StatusCallback URL.
-Errors as for every provider: 429, 5xx and network failures are retried, then
-ProviderUnavailable; other 4xx fail the message with Twilio's reason.
+Errors as for every provider: 429, 5xx and failures to connect are retried, then
+ProviderUnavailable; a request sent without an answer (timeout, connection dropped) raises
+OutcomeUnknown and is never resent; other 4xx fail the message with Twilio's reason.
 
 `base_url` replaces the API domain's `https://api.twilio.com` (the SDK's `Domain.base_url`),
 which is how the contract tests point the SDK at a mock of Twilio's OpenAPI spec.

@@ -10,12 +10,15 @@ which is how the batches that were in flight when the worker died are settled.
 
 from __future__ import annotations
 
+import pytest
+
 from bench import sink
 from bench.campaign import Bench, api_client
 
 RECIPIENTS = 6_000  # six batches of 1,000: some done, some in flight, some not started
 
 
+@pytest.mark.timeout(900)  # a dead worker's batches wait out their heartbeat timeout and retry
 async def test_a_killed_worker_sends_every_recipient_exactly_once(settings, engine, tmp_path):
     with sink.running() as sink_url:
         worker_settings = settings.model_copy(
