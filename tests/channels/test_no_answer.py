@@ -22,6 +22,7 @@ from channels.providers import sendgrid as sendgrid_provider
 from channels.providers import twilio as twilio_provider
 from channels.send import OutcomePending, send_one
 from core.db import session_scope
+from core.settings import Settings
 from models import Message
 from tests.channels.test_send import (
     CountingProvider,
@@ -30,7 +31,6 @@ from tests.channels.test_send import (
     _providers,
     _template,
     _workspace,
-    send_settings,  # noqa: F401 (a fixture)
 )
 
 ACCOUNT_SID = "AC" + "0" * 32
@@ -122,12 +122,17 @@ class NoAnswerProvider(CountingProvider):
 
 
 async def test_the_send_path_leaves_it_sending_and_never_calls_again(
-    engine, workspaces, send_settings
+    engine, workspaces, database_url
 ):
     ws = await _workspace(engine, workspaces)
     template_id = await _template(engine, ws)
     profile = await _profile(engine, ws)
     provider = NoAnswerProvider(engine, ws.id)
+    send_settings = Settings(
+        database_url=database_url,
+        public_url="https://wm.example.com",
+        secret_key="test-secret-key-that-is-long-enough-0123456789",
+    )
     input = _input(ws, profile, template_id)
 
     for _ in range(2):  # the activity's retry finds the row `sending`: no second call

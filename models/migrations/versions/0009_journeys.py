@@ -46,9 +46,7 @@ def upgrade() -> None:
         ["workspace_id", "profile_id"],
         postgresql_where=sa.text("status = 'active'"),
     )
-    op.create_index(
-        "ix_journeys_flow_profile", "journeys", ["flow_id", "profile_id", "started_at"]
-    )
+    op.create_index("ix_journeys_flow_profile", "journeys", ["flow_id", "profile_id", "started_at"])
     op.create_table(
         "journey_steps",
         sa.Column("id", sa.BigInteger(), nullable=False),
