@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -170,7 +170,9 @@ def step(step_id: str, type_: str, **counts: Any) -> dict[str, Any]:
 async def test_metrics_per_flow_version_and_step_from_real_journeys(
     api, engine, workspaces, ts_client, ts_worker, task_queue, ts_settings, time_skipping_env
 ):
-    started_at = datetime.now(UTC)
+    # Provider events carry whole seconds (`timestamp`): the start, floored to its second and one
+    # before it, is before every one of them.
+    started_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
     ws = await workspaces.create()
     reader = bearer(await ws.key(Scope.read))
     private, public = _keys()
