@@ -13,6 +13,10 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import ApiError
 
@@ -71,3 +75,21 @@ def id_cursor(cursor: str) -> int:
     if not (key.isascii() and key.isdigit() and len(key) <= 19) or int(key) > _BIGINT_MAX:
         raise _invalid()
     return int(key)
+
+
+async def created_page(
+    session: AsyncSession, query: Select, entity: Any, limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """One page of `query` in (`entity.created_at`, `entity.id`) order, after `cursor`: at most
+    `limit` rows (the entity itself when the query selects only it, else the rows, the entity
+    first) and the cursor of the next page (None on the last)."""
+    key = (entity.created_at, entity.id)
+    if cursor:
+        query = query.where(tuple_(*key) > tuple_(*time_cursor(cursor)))
+    rows = list((await session.execute(query.order_by(*key).limit(limit + 1))).all())
+    more, rows = len(rows) > limit, rows[:limit]
+    last = rows[-1][0] if more else None
+    next_cursor = encode_cursor(last.created_at.isoformat(), last.id) if last else None
+    if len(query.column_descriptions) == 1:
+        rows = [row[0] for row in rows]
+    return rows, next_cursor

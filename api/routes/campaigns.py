@@ -15,11 +15,11 @@ from zoneinfo import available_timezones
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 
 from api.deps import Reader, SessionDep, Writer
 from api.errors import ApiError
-from api.pagination import encode_cursor, time_cursor
+from api.pagination import created_page
 from api.routes.campaign_messages import MessagePublic, message_public, no_nulls
 from campaigns import service
 from models.base import utcnow
@@ -175,15 +175,10 @@ async def list_campaigns(
     principal: Reader, session: SessionDep, limit: int = Limit, cursor: str | None = Cursor
 ) -> CampaignPage:
     query = select(Campaign).where(Campaign.workspace_id == principal.workspace_id)
-    if cursor:
-        query = query.where(tuple_(Campaign.created_at, Campaign.id) > tuple_(*time_cursor(cursor)))
-    query = query.order_by(Campaign.created_at, Campaign.id).limit(limit + 1)
-    rows = list((await session.execute(query)).scalars())
-    more, rows = len(rows) > limit, rows[:limit]
-    last = rows[-1] if more else None
+    rows, next_cursor = await created_page(session, query, Campaign, limit, cursor)
     return CampaignPage(
         data=[CampaignSummary.model_validate(c, from_attributes=True) for c in rows],
-        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
+        next_cursor=next_cursor,
     )
 
 

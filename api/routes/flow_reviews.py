@@ -21,11 +21,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 
 from api.deps import Reader, SessionDep, TemporalDep, Writer
 from api.errors import ApiError, not_found
-from api.pagination import encode_cursor, time_cursor
+from api.pagination import created_page
 from api.routes.flows import _author, _get
 from flows import reviews
 from models import Profile
@@ -111,16 +111,9 @@ async def list_reviews(
     )
     if step_id:
         query = query.where(JourneyReview.step_id == step_id)
-    if cursor:
-        key = tuple_(JourneyReview.created_at, JourneyReview.id)
-        query = query.where(key > tuple_(*time_cursor(cursor)))
-    order = (JourneyReview.created_at, JourneyReview.id)
-    rows = list((await session.execute(query.order_by(*order).limit(limit + 1))).all())
-    more, rows = len(rows) > limit, rows[:limit]
-    last = rows[-1][0] if more else None
+    rows, next_cursor = await created_page(session, query, JourneyReview, limit, cursor)
     return ReviewPage(
-        data=[_public(review, email) for review, email in rows],
-        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
+        data=[_public(review, email) for review, email in rows], next_cursor=next_cursor
     )
 
 

@@ -15,12 +15,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Reader, SessionDep, SettingsDep, TemporalDep, Writer
 from api.errors import ApiError, not_found
-from api.pagination import encode_cursor, time_cursor
+from api.pagination import created_page
 from core.tenancy import Principal
 from flows import hooks, reviews, service
 from flows.definition import FlowDefinition, flow_json_schema
@@ -211,16 +211,10 @@ async def list_flows(
     query = select(Flow).where(Flow.workspace_id == principal.workspace_id)
     if status_:
         query = query.where(Flow.status == status_)
-    if cursor:
-        query = query.where(tuple_(Flow.created_at, Flow.id) > tuple_(*time_cursor(cursor)))
-    rows = list(
-        (await session.execute(query.order_by(Flow.created_at, Flow.id).limit(limit + 1))).scalars()
-    )
-    more, rows = len(rows) > limit, rows[:limit]
-    last = rows[-1] if more else None
+    rows, next_cursor = await created_page(session, query, Flow, limit, cursor)
     return FlowPage(
         data=[FlowSummary.model_validate(f, from_attributes=True) for f in rows],
-        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
+        next_cursor=next_cursor,
     )
 
 

@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.deps import Reader, SessionDep, Writer
 from api.errors import ApiError, not_found
-from api.pagination import encode_cursor, id_cursor, time_cursor
+from api.pagination import created_page, encode_cursor, id_cursor, time_cursor
 from ingest import lists as members
 from ingest.traits import normalize_email, normalize_phone
 from models import ListMember, ListMembershipChange, Profile, ProfileList
@@ -167,22 +167,8 @@ async def list_lists(
     query = select(ProfileList, _member_count()).where(
         ProfileList.workspace_id == principal.workspace_id
     )
-    if cursor:
-        query = query.where(
-            tuple_(ProfileList.created_at, ProfileList.id) > tuple_(*time_cursor(cursor))
-        )
-    rows = (
-        await session.execute(
-            query.order_by(ProfileList.created_at, ProfileList.id).limit(limit + 1)
-        )
-    ).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1][0] if more else None
-    return ListPage(
-        data=[_public(lst, count) for lst, count in rows],
-        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
-    )
+    rows, next_cursor = await created_page(session, query, ProfileList, limit, cursor)
+    return ListPage(data=[_public(lst, count) for lst, count in rows], next_cursor=next_cursor)
 
 
 @router.get("/{list_id}", response_model=ListPublic)

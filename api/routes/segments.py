@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Reader, SessionDep, Writer
 from api.errors import ApiError, not_found
-from api.pagination import encode_cursor, id_cursor, time_cursor
+from api.pagination import created_page, encode_cursor, id_cursor, time_cursor
 from models import Profile, Segment, SegmentMember, SegmentMembershipChange
 from segments import (
     Condition,
@@ -247,15 +247,10 @@ async def list_segments(
     principal: Reader, session: SessionDep, limit: int = Limit, cursor: str | None = Cursor
 ) -> SegmentPage:
     query = select(Segment).where(Segment.workspace_id == principal.workspace_id)
-    if cursor:
-        query = query.where(tuple_(Segment.created_at, Segment.id) > tuple_(*time_cursor(cursor)))
-    query = query.order_by(Segment.created_at, Segment.id).limit(limit + 1)
-    rows = list((await session.execute(query)).scalars())
-    more, rows = len(rows) > limit, rows[:limit]
-    last = rows[-1] if more else None
+    rows, next_cursor = await created_page(session, query, Segment, limit, cursor)
     return SegmentPage(
         data=[_public(s) for s in rows],
-        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
+        next_cursor=next_cursor,
     )
 
 

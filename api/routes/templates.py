@@ -12,13 +12,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Reader, SessionDep, Writer
 from api.errors import ApiError, not_found
-from api.pagination import encode_cursor, time_cursor
+from api.pagination import created_page
 from channels import render
 from channels.templates import get_template, validate
 from models import Channel, Profile, Template, Workspace
@@ -145,16 +145,10 @@ async def list_templates(
     query = select(Template).where(Template.workspace_id == principal.workspace_id)
     if channel is not None:
         query = query.where(Template.channel == channel)
-    if cursor:
-        query = query.where(tuple_(Template.created_at, Template.id) > tuple_(*time_cursor(cursor)))
-    rows = list(
-        await session.scalars(query.order_by(Template.created_at, Template.id).limit(limit + 1))
-    )
-    more, rows = len(rows) > limit, rows[:limit]
-    last = rows[-1] if more else None
+    rows, next_cursor = await created_page(session, query, Template, limit, cursor)
     return TemplatePage(
         data=[_public(t) for t in rows],
-        next_cursor=encode_cursor(last.created_at.isoformat(), last.id) if last else None,
+        next_cursor=next_cursor,
     )
 
 
