@@ -117,7 +117,8 @@ SET status = CASE
 FROM messages m
 WHERE m.workspace_id = :workspace_id AND m.idempotency_key = ANY (:keys)
   AND m.status NOT IN ('queued', 'sending')
-  AND r.message_id = :message_id AND r.profile_id = m.profile_id
+  AND r.message_id = :message_id AND r.profile_id = ANY (CAST(:profile_ids AS uuid[]))
+  AND r.profile_id = m.profile_id
 """
 )
 
@@ -126,7 +127,8 @@ _HOLD = text(
 UPDATE campaign_recipients r
 SET status = 'held', reason = 'quiet_hours', local_send_at = h.until
 FROM unnest(CAST(:profile_ids AS uuid[]), CAST(:until AS timestamptz[])) AS h(profile_id, until)
-WHERE r.message_id = :message_id AND r.profile_id = h.profile_id
+WHERE r.message_id = :message_id AND r.profile_id = ANY (CAST(:profile_ids AS uuid[]))
+  AND r.profile_id = h.profile_id
 """
 )
 
@@ -293,7 +295,9 @@ class CampaignActivities:
             keys = [f"{prefix}:{profile_id}" for profile_id in ids]
             async with session_scope(self.engine) as session:
                 # Driven by the ledger's unique key: one index probe per recipient.
-                await session.execute(_RECORD, params | {"keys": keys})
+                await session.execute(
+                    _RECORD, params | {"keys": keys, "profile_ids": list(ids)}
+                )
                 if summary.held:
                     await session.execute(
                         _HOLD,

@@ -86,7 +86,8 @@ _FACTS = text(
     FROM unnest(CAST(:ids AS uuid[]), CAST(:addresses AS text[])) WITH ORDINALITY
          AS x(id, address, n)
     LEFT JOIN consents c
-           ON c.profile_id = x.id AND c.channel = :channel AND c.workspace_id = :ws
+           ON c.profile_id = x.id AND c.channel = :channel
+              AND CAST(c.workspace_id AS text) = CAST(:ws AS text)
     """
 )
 

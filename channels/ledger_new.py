@@ -92,7 +92,11 @@ _DECIDED = text(
                CASE WHEN x.status = 'sending' THEN CAST(:now AS timestamptz) END,
                CASE WHEN x.status = 'failed' THEN CAST(:now AS timestamptz) END
         FROM input x
-        JOIN profiles p ON p.id = x.profile_id AND p.workspace_id = :ws
+        -- A correlated probe of the profile's primary key per row (OFFSET 0: not turned into
+        -- a join, see `channels.ledger`'s batch statements).
+        WHERE EXISTS (SELECT FROM profiles p
+                      WHERE p.id = x.profile_id
+                        AND CAST(p.workspace_id AS text) = CAST(:ws AS text) OFFSET 0)
         ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
         RETURNING id, status, skip_reason, hold_until, error
     ), history AS (

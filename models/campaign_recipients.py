@@ -13,7 +13,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 
@@ -34,6 +34,13 @@ class CampaignRecipient(SQLModel, table=True):
     __table_args__ = (
         Index("ix_campaign_recipients_batch", "message_id", "batch_no"),
         Index("ix_campaign_recipients_profile", "profile_id"),
+        # The next hold of a message (after every batch) and the held recipients now due.
+        Index(
+            "ix_campaign_recipients_held",
+            "message_id",
+            "local_send_at",
+            postgresql_where=text("status = 'held'"),
+        ),
     )
 
     message_id: uuid.UUID = Field(
