@@ -295,9 +295,7 @@ class CampaignActivities:
             keys = [f"{prefix}:{profile_id}" for profile_id in ids]
             async with session_scope(self.engine) as session:
                 # Driven by the ledger's unique key: one index probe per recipient.
-                await session.execute(
-                    _RECORD, params | {"keys": keys, "profile_ids": list(ids)}
-                )
+                await session.execute(_RECORD, params | {"keys": keys, "profile_ids": list(ids)})
                 if summary.held:
                     await session.execute(
                         _HOLD,
