@@ -85,7 +85,14 @@ from models.base import utcnow
 from models.messages import SourceType
 from models.templates import Template
 
-__all__ = ["OutcomePending", "send_many", "send_one", "unpack_content"]
+__all__ = [
+    "OutcomePending",
+    "RecipientResult",
+    "send_many",
+    "send_many_outcomes",
+    "send_one",
+    "unpack_content",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -179,6 +186,9 @@ class _Result:
             error=self.error,
             replayed=self.replayed,
         )
+
+
+RecipientResult = _Result  # one recipient's outcome, as `send_many_outcomes` reports it
 
 
 def _provider_name(provider: Any) -> str:
@@ -717,6 +727,22 @@ async def send_many(
     providers: Any = None,
 ) -> SendMessagesResult:
     """One template to many profiles; one key per profile (`{prefix}:{profile_id}`)."""
+    summary, _ = await send_many_outcomes(
+        engine, settings, input, heartbeat=heartbeat, providers=providers
+    )
+    return summary
+
+
+async def send_many_outcomes(
+    engine: AsyncEngine,
+    settings: Any,
+    input: SendMessagesInput,
+    *,
+    heartbeat: Callable[..., None] | None = None,
+    providers: Any = None,
+) -> tuple[SendMessagesResult, dict[uuid.UUID, RecipientResult]]:
+    """`send_many`, and each profile's own outcome (a profile erased meanwhile has none):
+    what a campaign records per recipient, without reading the ledger back."""
     prefix = input.idempotency_prefix
     recipients = [
         _Recipient(f"{prefix}:{profile_id}", profile_id)
@@ -737,4 +763,4 @@ async def send_many(
         else:
             summary.held.append(HeldRecipient(profile_id=by_key[key], hold_until=result.hold_until))
     summary.skipped = dict(skipped)
-    return summary
+    return summary, {by_key[key]: result for key, result in results.items()}
