@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ingest.events import STORE_INPUT
 from models import Channel, Message, MessageStatus
 from models.messages import STATUS_RANK, SourceType
 
@@ -344,6 +345,35 @@ _OUTCOME = text(
     """
 )
 
+# The same, and a "Received <Channel>" profile event (`:metric`) for each message the provider
+# accepted, made from the ledger row (whatever status a provider event may have moved it to
+# meanwhile): a replay of the same outcome stores no second event (its message id is the
+# event's).
+_OUTCOME_RECEIVED = text(
+    _OUTCOME.text.replace(
+        "    SELECT id FROM moved\n",
+        f"""    , input AS (
+        SELECT m.profile_id, CAST(:metric AS text) AS metric,
+               'waymark:' || CAST(m.id AS text) || '\\:received' AS message_id,
+               CAST(:now AS timestamptz) AS occurred_at, CAST(NULL AS numeric) AS value,
+               CAST(NULL AS text) AS currency,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'message_id', CAST(m.id AS text), 'channel', m.channel,
+                   'subject', m.subject, 'flow_id', m.flow_id, 'step_id', m.step_id,
+                   'campaign_id', CAST(m.campaign_id AS text),
+                   'campaign_message_id', CAST(m.campaign_message_id AS text),
+                   'template_id', CAST(m.template_id AS text))) AS properties,
+               CAST('{{}}' AS jsonb) AS context
+        FROM messages m
+        WHERE m.id = ANY (ARRAY(SELECT CAST(e.key AS uuid) FROM batch, jsonb_each(doc) AS e
+                                WHERE e.value ->> 'status' = 'sent'))
+          AND CAST(m.workspace_id AS text) = CAST(:ws AS text)
+    ), {STORE_INPUT}
+    SELECT id FROM moved
+""",
+    )
+)
+
 
 async def mark_outcomes(
     session: AsyncSession,
@@ -352,9 +382,12 @@ async def mark_outcomes(
     now: datetime,
     *,
     expected: MessageStatus = MessageStatus.sending,
+    received_metric: str | None = None,
 ) -> set[uuid.UUID]:
     """Record what the provider said for claimed rows (`sending → sent | failed | queued`), or
-    fail rows that never reached a provider (`expected=queued`, e.g. a template error)."""
+    fail rows that never reached a provider (`expected=queued`, e.g. a template error).
+    `received_metric`: also store that profile event for every `sent` outcome (same
+    statement)."""
     if not outcomes:
         return set()
     rows = {
@@ -365,15 +398,16 @@ async def mark_outcomes(
         }
         for o in outcomes
     }
-    result = await session.execute(
-        _OUTCOME,
-        {
-            "ws": workspace_id,
-            "now": now,
-            "expected": MessageStatus(expected).value,
-            "rows": _by_id(rows),
-        },
-    )
+    params = {
+        "ws": workspace_id,
+        "now": now,
+        "expected": MessageStatus(expected).value,
+        "rows": _by_id(rows),
+    }
+    if received_metric is None:
+        result = await session.execute(_OUTCOME, params)
+    else:
+        result = await session.execute(_OUTCOME_RECEIVED, params | {"metric": received_metric})
     return set(result.scalars())
 
 

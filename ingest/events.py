@@ -32,14 +32,12 @@ class NewEvent:
     context: dict[str, Any] = field(default_factory=dict)
 
 
-_STORE = text(
-    """
-    WITH input AS (
-        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
-            profile_id uuid, metric text, message_id text, occurred_at timestamptz, value numeric,
-            currency text, properties jsonb, context jsonb
-        )
-    ), stored AS (
+# Stores the rows of a CTE named `input` (profile_id, metric, message_id, occurred_at, value,
+# currency, properties, context) as events of workspace `:ws`: a replayed message id is dropped,
+# every stored event gets its outbox row and its metric a row in `metrics`. Statements that
+# derive events from other rows (the send path's "Received" events) end with it too.
+STORE_INPUT = """
+    stored AS (
         INSERT INTO events (workspace_id, profile_id, metric, message_id, occurred_at, value,
                             currency, properties, context)
         SELECT :ws, profile_id, metric, message_id, occurred_at, value, currency, properties,
@@ -54,6 +52,16 @@ _STORE = text(
         SELECT DISTINCT :ws, metric FROM stored ORDER BY metric
         ON CONFLICT DO NOTHING
     )
+"""
+
+_STORE = text(
+    f"""
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+            profile_id uuid, metric text, message_id text, occurred_at timestamptz, value numeric,
+            currency text, properties jsonb, context jsonb
+        )
+    ), {STORE_INPUT}
     SELECT id FROM stored
     """
 )

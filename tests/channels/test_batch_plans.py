@@ -9,6 +9,7 @@ that stale (ANALYZE while the workspace is empty, then thousands of rows) and re
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -144,8 +145,7 @@ async def test_new_rows_and_the_gate_probe_profiles_and_consents_by_key(engine, 
                 "channel": "email",
                 "since": NOW,
                 "smart": False,
-                "ids": profile_ids,
-                "addresses": [None] * len(profile_ids),
+                "rows": json.dumps([[str(p), None] for p in profile_ids]),
             },
         )
         _by_primary_key("\n".join(row[0] for row in plan), "consents")

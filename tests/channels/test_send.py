@@ -182,8 +182,15 @@ async def test_email_goes_out_through_the_local_outbox(engine, workspaces, send_
     assert outbox.payload["custom_args"]["waymark_message_id"] == str(message.id)
     assert "List-Unsubscribe" in outbox.payload["headers"]
     assert received.metric == "Received Email"
-    assert received.properties["message_id"] == str(message.id)
-    assert received.properties["flow_id"] == "welcome"
+    assert received.message_id == f"waymark:{message.id}:received"
+    assert received.properties == {
+        "message_id": str(message.id),
+        "channel": "email",
+        "subject": "Hello Ada",
+        "flow_id": "welcome",
+        "step_id": "step-1",
+        "template_id": str(template_id),
+    }
 
 
 async def test_a_retry_with_the_same_key_sends_once(engine, workspaces, send_settings):
