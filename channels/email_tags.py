@@ -261,7 +261,9 @@ def prepare_email_tagged(
         subs[name] = links.slot_value(slot, signer, profile_raw, message_raw)
     real_html = substitute(tagged_html, subs)
     real_text = substitute(text, subs)
-    if any(_TAG.search(v) for v in subs.values()):  # a value that looks like a tag: no tags
+    # A value that looks like a tag: no tags (the substring test first: it is C, the regex
+    # runs only where it can match).
+    if any(TAG_PREFIX in v and _TAG.search(v) for v in subs.values()):
         return TaggedEmail(real_html, real_text, {}, real_html, real_text)
     return TaggedEmail(tagged_html, text, subs, real_html, real_text)
 
