@@ -315,8 +315,7 @@ class Outcome:
 # more than the statement's share of the row.
 _STATUS_VALUES = {s: s.value for s in MessageStatus}
 
-_OUTCOME = text(
-    f"""
+_OUTCOME_MOVED = f"""
     WITH {_BATCH}, moved AS (
         UPDATE messages m
         SET (status, provider_message_id, error, sent_at, failed_at, sending_at) = (
@@ -340,19 +339,16 @@ _OUTCOME = text(
                    'provider_message_id', input -> 'provider_message_id',
                    'error', input -> 'error'))
         FROM moved
-    )
-    SELECT id FROM moved
-    """
-)
+    )"""
+_OUTCOME = text(_OUTCOME_MOVED + "\n    SELECT id FROM moved")
 
 # The same, and a "Received <Channel>" profile event (`:metric`) for each message the provider
 # accepted, made from the ledger row (whatever status a provider event may have moved it to
 # meanwhile): a replay of the same outcome stores no second event (its message id is the
 # event's).
 _OUTCOME_RECEIVED = text(
-    _OUTCOME.text.replace(
-        "    SELECT id FROM moved\n",
-        f"""    , input AS (
+    _OUTCOME_MOVED
+    + f""", input AS (
         SELECT m.profile_id, CAST(:metric AS text) AS metric,
                'waymark:' || CAST(m.id AS text) || '\\:received' AS message_id,
                CAST(:now AS timestamptz) AS occurred_at, CAST(NULL AS numeric) AS value,
@@ -370,8 +366,7 @@ _OUTCOME_RECEIVED = text(
           AND CAST(m.workspace_id AS text) = CAST(:ws AS text)
     ), {STORE_INPUT}
     SELECT id FROM moved
-""",
-    )
+    """
 )
 
 
