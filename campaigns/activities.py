@@ -103,8 +103,8 @@ WHERE m.id = :message_id AND m.workspace_id = :workspace_id
 """
 )
 
-# Each recipient's outcome (`[status, reason]`, or the hold's end) comes as one JSON object keyed
-# by profile id; rows are found by primary key and read their own value: no join to plan (see
+# Each recipient's outcome (`[status, reason, hold until]`) comes in one JSON object keyed by
+# profile id; rows are found by primary key and read their own value: no join to plan (see
 # `channels.ledger`'s batch statements). The snapshot ANALYZEs the table, so the message's
 # recipients are not estimated at a handful of rows either.
 _RECORD = text(

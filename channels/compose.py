@@ -56,8 +56,7 @@ class Prepared:
     item: Item
     outgoing: list[OutgoingEmail | OutgoingSms | OutgoingPush]
     claim: Outgoing
-    subject: str | None
-    ref: str  # the message id as text (custom args, events)
+    ref: str  # the message id as text (custom args, callbacks)
 
 
 STORE_BELOW = 512  # bytes of JSON kept as a stored zlib block: too small to gain by deflate
@@ -226,7 +225,7 @@ class Composer:
         parts |= {"html": tagged.real_html, "text": tagged.real_text}
         content, digest = pack(parts)
         claim = Outgoing(mid, to, subject, content, digest, self.provider)
-        return Prepared(item, [email], claim, subject, ref)
+        return Prepared(item, [email], claim, ref)
 
     def _text(self, item: Item, rendered: Rendered) -> Prepared:
         mid, channel = item.message_id, self.channel
@@ -249,7 +248,7 @@ class Composer:
         )
         content, digest = pack({"body": body})
         claim = Outgoing(mid, item.profile.phone, None, content, digest, self.provider)
-        return Prepared(item, [sms], claim, None, ref)
+        return Prepared(item, [sms], claim, ref)
 
     def _push(self, item: Item, rendered: Rendered) -> Prepared:
         mid, pid = item.message_id, item.profile.id
@@ -278,4 +277,4 @@ class Composer:
         content, digest = pack(payload)
         to = ",".join(str(s.id) for s in subs)
         claim = Outgoing(mid, to, None, content, digest, self.provider)
-        return Prepared(item, outgoing, claim, None, ref)
+        return Prepared(item, outgoing, claim, ref)
