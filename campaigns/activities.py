@@ -26,12 +26,11 @@ from temporalio.exceptions import ApplicationError
 from campaigns.audience import Group
 
 NO_RECIPIENTS = "no recipients"
-EMAIL_BATCH = 1000
-OTHER_BATCH = 500
-
-
-def batch_size_for(channel: str) -> int:
-    return EMAIL_BATCH if channel == "email" else OTHER_BATCH
+# Recipients per `send_batch` activity, whatever the channel: SendGrid takes 1,000
+# personalizations per request, and the send path cuts SMS and push into its own provider
+# chunks (`channels.send.SMS_BATCH`). Fewer, larger batches spend less of each send on the
+# per-call reads (profiles, ledger keys, the gate) before the first provider request.
+BATCH_SIZE = 1000
 
 
 class PrepareMessageInput(BaseModel):
@@ -53,7 +52,7 @@ class SnapshotAudienceInput(BaseModel):
     workspace_id: uuid.UUID
     message_id: uuid.UUID
     now: datetime  # workflow time: which local-time zones have passed
-    batch_size: int | None = None  # default by channel (1,000 emails, 500 others)
+    batch_size: int | None = None  # default `BATCH_SIZE` (1,000)
 
 
 class SnapshotAudienceResult(BaseModel):
@@ -182,10 +181,11 @@ class CampaignActivities:
         from core.db import session_scope
 
         async with session_scope(self.engine) as session:
-            channel = (
+            # One snapshot of a message at a time (a retried activity waits for the first).
+            (
                 await session.execute(
                     text(
-                        "SELECT channel FROM campaign_messages "
+                        "SELECT id FROM campaign_messages "
                         "WHERE id = :message_id AND workspace_id = :workspace_id FOR UPDATE"
                     ),
                     {"message_id": input.message_id, "workspace_id": input.workspace_id},
@@ -196,7 +196,7 @@ class CampaignActivities:
                 workspace_id=input.workspace_id,
                 message_id=input.message_id,
                 now=input.now,
-                batch_size=input.batch_size or batch_size_for(channel),
+                batch_size=input.batch_size or BATCH_SIZE,
             )
             await session.execute(
                 text(

@@ -73,7 +73,7 @@ class RunCampaignMessageInput(BaseModel):
     workspace_id: uuid.UUID
     campaign_id: uuid.UUID
     message_id: uuid.UUID
-    batch_size: int | None = None  # default by channel (1,000 emails, 500 others)
+    batch_size: int | None = None  # default `campaigns.activities.BATCH_SIZE` (1,000)
     # Continue-as-new state (the audience is already snapshotted when `groups` is set).
     groups: list[Group] | None = None
     next_group: int = 0
