@@ -277,26 +277,9 @@ async def run(database_url: str, n: int, rounds: int) -> None:
         # then rounds: each way runs on a slice of the recipients, in turn with the others, so
         # the machine's load (shared, it varies) weighs on every way alike.
         step = -(-n // rounds)
-        for first, count in [(n, WARM)] + [(f, min(step, n - f)) for f in range(0, n, step)]:
-            if first == n:
-                zero = dict(seconds)
-            seconds[RAW_EMAIL] += await raw_sendgrid(base, first, count, 1)
-            seconds[RAW_BATCHED] += await raw_sendgrid(base, first, count, 1000)
-            for name in (FULL_SAME, FULL_NAMED):
-                template_id, channel = templates[name]
-                elapsed, requests = await full_path(
-                    engine,
-                    settings,
-                    workspace_id,
-                    template_id,
-                    channel,
-                    ids[first : first + count],
-                    campaigns[name],
-                )
-                seconds[name] += elapsed
-                made[name] = {k: made.get(name, {}).get(k, 0) + v for k, v in requests.items()}
-            seconds[RAW_SMS] += await raw_twilio(base, first, count)
-            template_id, channel = templates[FULL_SMS]
+
+        async def full(name: str, first: int, count: int) -> None:
+            template_id, channel = templates[name]
             elapsed, requests = await full_path(
                 engine,
                 settings,
@@ -304,10 +287,20 @@ async def run(database_url: str, n: int, rounds: int) -> None:
                 template_id,
                 channel,
                 ids[first : first + count],
-                campaigns[FULL_SMS],
+                campaigns[name],
             )
-            seconds[FULL_SMS] += elapsed
-            made[FULL_SMS] = {k: made.get(FULL_SMS, {}).get(k, 0) + v for k, v in requests.items()}
+            seconds[name] += elapsed
+            made[name] = {k: made.get(name, {}).get(k, 0) + v for k, v in requests.items()}
+
+        for first, count in [(n, WARM)] + [(f, min(step, n - f)) for f in range(0, n, step)]:
+            if first == n:
+                zero = dict(seconds)
+            seconds[RAW_EMAIL] += await raw_sendgrid(base, first, count, 1)
+            seconds[RAW_BATCHED] += await raw_sendgrid(base, first, count, 1000)
+            await full(FULL_SAME, first, count)
+            await full(FULL_NAMED, first, count)
+            seconds[RAW_SMS] += await raw_twilio(base, first, count)
+            await full(FULL_SMS, first, count)
             if first == n:  # the warm-up: not counted
                 seconds, made = zero, {}
         await engine.dispose()
