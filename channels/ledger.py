@@ -31,87 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ingest.events import STORE_INPUT
 from models import Channel, Message, MessageStatus
-from models.messages import STATUS_RANK, SourceType
-
-
-@dataclass(frozen=True)
-class NewMessage:
-    idempotency_key: str
-    profile_id: uuid.UUID
-    channel: Channel
-    source_type: SourceType
-    transactional: bool = False
-    template_id: uuid.UUID | None = None
-    flow_id: str | None = None
-    flow_version: int | None = None
-    step_id: str | None = None
-    journey_id: str | None = None
-    campaign_id: uuid.UUID | None = None
-    campaign_message_id: uuid.UUID | None = None
+from models.messages import STATUS_RANK
 
 
 def _json(value: dict[str, Any] | None) -> str:
     return json.dumps(value or {}, separators=(",", ":"), default=str)
-
-
-_CREATE = text(
-    """
-    INSERT INTO messages (id, workspace_id, profile_id, channel, source_type, idempotency_key,
-                          transactional, template_id, flow_id, flow_version, step_id, journey_id,
-                          campaign_id, campaign_message_id, status, created_at)
-    SELECT gen_random_uuid(), :ws, x.profile_id, x.channel, x.source_type, x.key, x.transactional,
-           x.template_id, x.flow_id, x.flow_version, x.step_id, x.journey_id, x.campaign_id,
-           x.campaign_message_id, 'queued', :now
-    FROM unnest(CAST(:keys AS text[]), CAST(:profile_ids AS uuid[]), CAST(:channels AS text[]),
-                CAST(:source_types AS text[]), CAST(:transactional AS boolean[]),
-                CAST(:template_ids AS uuid[]), CAST(:flow_ids AS text[]),
-                CAST(:flow_versions AS int[]), CAST(:step_ids AS text[]),
-                CAST(:journey_ids AS text[]), CAST(:campaign_ids AS uuid[]),
-                CAST(:campaign_message_ids AS uuid[]))
-         AS x(key, profile_id, channel, source_type, transactional, template_id, flow_id,
-              flow_version, step_id, journey_id, campaign_id, campaign_message_id)
-    WHERE EXISTS (SELECT FROM profiles p
-                  WHERE p.id = x.profile_id
-                        AND CAST(p.workspace_id AS text) = CAST(:ws AS text) OFFSET 0)
-    ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
-    RETURNING id, status, profile_id
-    """
-)
-
-
-async def get_or_create_many(
-    session: AsyncSession, workspace_id: uuid.UUID, new: Sequence[NewMessage], now: datetime
-) -> dict[str, Message]:
-    """The ledger row of every key, created (`queued`) where missing; two statements.
-
-    Keys of profiles that are not in the workspace (erased meanwhile) are absent from the
-    answer."""
-    if not new:
-        return {}
-    columns: dict[str, list[Any]] = {
-        "keys": [m.idempotency_key for m in new],
-        "profile_ids": [m.profile_id for m in new],
-        "channels": [Channel(m.channel).value for m in new],
-        "source_types": [SourceType(m.source_type).value for m in new],
-        "transactional": [m.transactional for m in new],
-        "template_ids": [m.template_id for m in new],
-        "flow_ids": [m.flow_id for m in new],
-        "flow_versions": [m.flow_version for m in new],
-        "step_ids": [m.step_id for m in new],
-        "journey_ids": [m.journey_id for m in new],
-        "campaign_ids": [m.campaign_id for m in new],
-        "campaign_message_ids": [m.campaign_message_id for m in new],
-    }
-    await session.execute(_CREATE, {"ws": workspace_id, "now": now, **columns})
-    rows = await session.execute(
-        select(Message)
-        .where(
-            Message.workspace_id == workspace_id,
-            Message.idempotency_key.in_(columns["keys"]),  # type: ignore[union-attr]
-        )
-        .execution_options(populate_existing=True)
-    )
-    return {m.idempotency_key: m for m in rows.scalars()}
 
 
 _COLUMNS = (
@@ -123,12 +47,6 @@ _FIND = text(
     f"SELECT {_COLUMNS} FROM messages "
     "WHERE workspace_id = :ws AND idempotency_key = ANY(CAST(:keys AS text[]))"
 )
-
-
-async def get_or_create(
-    session: AsyncSession, workspace_id: uuid.UUID, new: NewMessage, now: datetime
-) -> Message | None:
-    return (await get_or_create_many(session, workspace_id, [new], now)).get(new.idempotency_key)
 
 
 async def get_message(

@@ -6,11 +6,10 @@ import uuid
 
 from sqlalchemy import select
 
-from channels import ledger, links
+from channels import links
 from channels.links import LinkKind, LinkToken
 from core.db import session_scope
-from models import Channel, Event, MessageEvent, SourceType
-from models.base import utcnow
+from models import Channel, Event, Message, MessageEvent, SourceType
 
 
 async def _profile(client, ws, **fields) -> uuid.UUID:
@@ -21,9 +20,15 @@ async def _profile(client, ws, **fields) -> uuid.UUID:
 
 
 async def _message(engine, ws, profile_id: uuid.UUID, channel=Channel.email) -> uuid.UUID:
-    new = ledger.NewMessage(f"test:{uuid.uuid4()}", profile_id, channel, SourceType.campaign)
+    message = Message(
+        workspace_id=ws.id,
+        profile_id=profile_id,
+        channel=channel,
+        source_type=SourceType.campaign,
+        idempotency_key=f"test:{uuid.uuid4()}",
+    )
     async with session_scope(engine) as session:
-        message = await ledger.get_or_create(session, ws.id, new, utcnow())
+        session.add(message)
     return message.id
 
 

@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from channels import ledger
 from core.db import session_scope
 from ingest.consents import ConsentUpdate, apply_consents
 from models import (
@@ -72,12 +71,17 @@ async def _setup(client, engine, workspaces, **settings):
 
 async def _message(engine, ws, profile, channel=Channel.email, **values) -> uuid.UUID:
     async with session_scope(engine) as session:
-        new = ledger.NewMessage(str(uuid.uuid4()), profile.id, channel, "campaign")
-        row = await ledger.get_or_create(session, ws.id, new, utcnow())
         to = profile.email if channel == Channel.email else profile.phone
         values = {"status": "sent", "sent_at": utcnow(), "to_address": to, **values}
-        for name, value in values.items():
-            setattr(row, name, value)
+        row = Message(
+            workspace_id=ws.id,
+            profile_id=profile.id,
+            channel=channel,
+            source_type="campaign",
+            idempotency_key=str(uuid.uuid4()),
+            **values,
+        )
+        session.add(row)
     return row.id
 
 

@@ -286,14 +286,17 @@ async def test_an_interrupted_send_is_never_resent(engine, workspaces, send_sett
     profile = await _profile(engine, ws)
     provider = CountingProvider(engine, ws.id)
     input = _input(ws, profile, template_id)
+    row = Message(
+        workspace_id=ws.id,
+        profile_id=profile.id,
+        channel=Channel.email,
+        source_type="flow",
+        idempotency_key=input.idempotency_key,
+        status="sending",
+        sending_at=utcnow(),
+    )
     async with session_scope(engine) as session:
-        new = ledger.NewMessage(input.idempotency_key, profile.id, Channel.email, "flow")
-        row = await ledger.get_or_create(session, ws.id, new, utcnow())
-        await session.execute(
-            update(Message)
-            .where(Message.id == row.id)
-            .values(status="sending", sending_at=utcnow())
-        )
+        session.add(row)
 
     # Young: wait for the provider's events (the activity retries later).
     with pytest.raises(OutcomePending):
