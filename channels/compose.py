@@ -8,6 +8,11 @@ signs the links (one HMAC each) and, for email, puts what differs per recipient 
 URLs and the values of the profile the template printed — into SendGrid substitutions
 (`channels.email_tags`), so recipients of the same copy, or of the same copy but for their
 names, share one request.
+
+An email of the same copy is also tagged once per send (`email_tags.SharedEmail`), and the
+ledger keeps that content once (`message_contents`, see `models.messages`) instead of each
+recipient's: a recipient's message then costs its signatures and nothing else.
+`message_content` gives any message's content back as its recipient got it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from channels import email_tags, links
 from channels.base import OutgoingEmail, OutgoingPush, OutgoingSms
+from channels.email_tags import SharedEmail, substitute
 from channels.ledger import Outgoing
 from channels.links import LinkKind
 from channels.render import (
@@ -36,7 +42,7 @@ from channels.render import (
     render,
     workspace_context,
 )
-from models import Channel
+from models import Channel, MessageContent
 
 
 @dataclass(slots=True)
@@ -81,6 +87,40 @@ def pack(parts: dict[str, Any]) -> tuple[bytes, str]:
 def unpack_content(content: bytes) -> dict[str, Any]:
     """The rendered parts a message was sent with (`messages.content`)."""
     return json.loads(zlib.decompress(content))
+
+
+def _shared_parts(shared: SharedEmail, subject: str, preheader: str | None) -> dict[str, Any]:
+    """What `message_contents` keeps of a shared email: its parts, tagged, and the tags."""
+    return {
+        "subject": subject,
+        "preheader": preheader,
+        "html": shared.html,
+        "text": shared.text,
+        "unsubscribe_tag": shared.unsubscribe_tag,
+        "slots": [[tag, *slot] for tag, slot in shared.slots],
+    }
+
+
+async def message_content(session: Any, settings: Any, message: Any) -> dict[str, Any] | None:
+    """The rendered parts `message` (a `models.Message`) was sent with, as its recipient got
+    them; None when it has none (skipped, or never rendered). Shared content gets the
+    message's own signed URLs back (signed with the workspace's key: the same URLs as sent
+    while `secret_key` is unchanged)."""
+    if message.content_id is None:
+        return None if message.content is None else unpack_content(message.content)
+    stored = await session.get(MessageContent, message.content_id)
+    parts = unpack_content(stored.content)
+    shared = SharedEmail(
+        parts.pop("html"),
+        parts.pop("text"),
+        parts.pop("unsubscribe_tag"),
+        tuple((tag, tuple(slot)) for tag, *slot in parts.pop("slots")),
+    )
+    signer = links.signer(settings, message.workspace_id)
+    channel, pid, mid = Channel(message.channel), message.profile_id, message.id
+    unsubscribe = signer.url(LinkKind.unsubscribe, channel, pid, mid)
+    subs = shared.values(signer, unsubscribe, pid, mid)
+    return parts | {"html": substitute(shared.html, subs), "text": substitute(shared.text, subs)}
 
 
 def _names_used(template: Any) -> frozenset[str]:
@@ -131,6 +171,10 @@ class Composer:
             f"{settings.public_url.rstrip('/')}/webhooks/twilio/{workspace.id}/status?wm="
         )
         self._rendered: Rendered | TemplateError | None = None
+        # The same-copy email tagged once, with its `message_contents` id and hash (False:
+        # it cannot hold tags); `contents`: what the claims must store (id → content, hash).
+        self._shared_email: tuple[SharedEmail, uuid.UUID, str] | bool | None = None
+        self.contents: dict[uuid.UUID, tuple[bytes, str]] = {}
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -182,7 +226,74 @@ class Composer:
             return self._text(item, rendered)
         return self._push(item, rendered)
 
+    def _shared(self, rendered: Rendered) -> tuple[SharedEmail, uuid.UUID, str] | None:
+        """The same-copy email, tagged once and packed for `message_contents`."""
+        if self._shared_email is None:
+            html = rendered.html or ""
+            shared = email_tags.shared_email(
+                html,
+                rendered.text or "",
+                public_url=self.settings.public_url,
+                utm=self.utm,
+                preheader=rendered.preheader,
+                unsubscribe=not self.transactional,
+                derive_text=needs_text(Channel.email, rendered.text, html),
+            )
+            self._shared_email = False
+            if shared is not None:
+                parts = _shared_parts(shared, rendered.subject or "", rendered.preheader)
+                content, digest = pack(parts)
+                content_id = uuid.uuid5(self.workspace_id, digest)
+                self.contents[content_id] = (content, digest)
+                self._shared_email = (shared, content_id, digest)
+        return self._shared_email or None  # type: ignore[return-value]
+
+    def _email_shared(self, item: Item, rendered: Rendered, unsubscribe: str) -> Prepared | None:
+        """The same-copy email of one recipient: its signatures, the content shared."""
+        shared = self._shared(rendered)
+        if shared is None:
+            return None
+        email_content, content_id, digest = shared
+        mid, pid = item.message_id, item.profile.id
+        subs = email_content.values(self.signer, unsubscribe, pid.bytes, mid.bytes)
+        html, text = email_content.html, email_content.text
+        if email_tags.looks_tagged(subs):
+            html, text, subs = substitute(html, subs), substitute(text, subs), {}
+        subject = rendered.subject or ""
+        claim = Outgoing(mid, item.profile.email, subject, None, digest, self.provider, content_id)
+        return Prepared(
+            item,
+            [self._outgoing_email(item, subject, html, text, subs, unsubscribe)],
+            claim,
+            str(mid),
+        )
+
+    def _outgoing_email(
+        self, item: Item, subject: str, html: str, text: str, subs, unsubscribe
+    ) -> OutgoingEmail:
+        mid = item.message_id
+        return OutgoingEmail(
+            message_id=mid,
+            to=item.profile.email,
+            from_email=self.sender["from_email"],  # type: ignore[arg-type]
+            from_name=self.sender["from_name"],
+            reply_to=self.sender["reply_to"],
+            subject=subject,
+            html=html,
+            text=text,
+            headers={} if self.transactional else links.unsubscribe_headers(unsubscribe),
+            categories=self.categories,
+            custom_args={
+                "waymark_message_id": str(mid),
+                "waymark_workspace_id": self.workspace_ref,
+                "waymark_profile_id": str(item.profile.id),
+            },
+            substitutions=subs,
+        )
+
     def _email(self, item, rendered: Rendered, profile, unsubscribe, preferences) -> Prepared:
+        if profile is None and (shared := self._email_shared(item, rendered, unsubscribe)):
+            return shared
         mid, to = item.message_id, item.profile.email
         ref = str(mid)
         html = rendered.html or ""
@@ -200,25 +311,9 @@ class Composer:
             personal_values=self._personal_values(profile),
             derive_text=needs_text(Channel.email, rendered.text, html),
         )
-        headers = {} if self.transactional else links.unsubscribe_headers(unsubscribe)
         subject = rendered.subject or ""
-        email = OutgoingEmail(
-            message_id=mid,
-            to=to,
-            from_email=self.sender["from_email"],  # type: ignore[arg-type]
-            from_name=self.sender["from_name"],
-            reply_to=self.sender["reply_to"],
-            subject=subject,
-            html=tagged.html,
-            text=tagged.text,
-            headers=headers,
-            categories=self.categories,
-            custom_args={
-                "waymark_message_id": ref,
-                "waymark_workspace_id": self.workspace_ref,
-                "waymark_profile_id": str(item.profile.id),
-            },
-            substitutions=tagged.substitutions,
+        email = self._outgoing_email(
+            item, subject, tagged.html, tagged.text, tagged.substitutions, unsubscribe
         )
         # The ledger keeps the content as the recipient gets it (substitutions applied).
         parts = {"subject": subject, "preheader": rendered.preheader}

@@ -148,6 +148,65 @@ def _tagged_structure(
     return tagged, tuple((tag, slot) for slot, tag in slots.items()), scan.in_data
 
 
+@dataclass(frozen=True)
+class SharedEmail:
+    """The content of an email that is the same for every recipient of a send (a template that
+    reads nothing of the recipient), tagged once: each recipient's own values are only the
+    signed URLs, which `values` makes. `prepare_email_tagged` gives the same content and the
+    same substitutions for such an email, recipient by recipient."""
+
+    html: str
+    text: str
+    unsubscribe_tag: str | None  # the footer's unsubscribe link (none for transactional email)
+    slots: tuple[tuple[str, links._Slot], ...]  # the other tags: click links, the open pixel
+
+    def values(
+        self,
+        signer: links.Signer,
+        unsubscribe_url: str | None,
+        profile_id: uuid.UUID | bytes,
+        message_id: uuid.UUID | bytes,
+    ) -> dict[str, str]:
+        """One recipient's substitutions (check them with `looks_tagged` before handing them
+        to SendGrid)."""
+        subs: dict[str, str] = {}
+        if self.unsubscribe_tag is not None:
+            subs[self.unsubscribe_tag] = htmllib.escape(unsubscribe_url or "", quote=True)
+        for name, slot in self.slots:
+            subs[name] = links.slot_value(slot, signer, profile_id, message_id)
+        return subs
+
+
+def looks_tagged(substitutions: dict[str, str]) -> bool:
+    """A value that looks like a tag: SendGrid might replace it in turn, so such an email goes
+    out with its content substituted (the substring test first: it is C, the regex runs only
+    where it can match)."""
+    return any(TAG_PREFIX in v and _TAG.search(v) for v in substitutions.values())
+
+
+def shared_email(
+    html: str,
+    text: str,
+    *,
+    public_url: str,
+    utm: dict[str, str] | None,
+    preheader: str | None,
+    unsubscribe: bool,
+    derive_text: bool,
+) -> SharedEmail | None:
+    """An email the same for every recipient, tagged once (`SharedEmail`); None when its content
+    cannot hold tags (it has a `wm<digit>` of its own)."""
+    if derive_text:
+        text = links.html_to_text(html)
+    if _unsafe(html) or _unsafe(text) or _unsafe(preheader or ""):
+        return None
+    unsubscribe_tag = _tag_name(0) if unsubscribe else None
+    tagged_html, slots, _ = _tagged_structure(
+        html, public_url, tuple((utm or {}).items()), preheader, unsubscribe_tag, int(unsubscribe)
+    )
+    return SharedEmail(tagged_html, text, unsubscribe_tag, slots)
+
+
 def prepare_email_tagged(
     html: str,
     text: str,
@@ -261,9 +320,7 @@ def prepare_email_tagged(
         subs[name] = links.slot_value(slot, signer, profile_raw, message_raw)
     real_html = substitute(tagged_html, subs)
     real_text = substitute(text, subs)
-    # A value that looks like a tag: no tags (the substring test first: it is C, the regex
-    # runs only where it can match).
-    if any(TAG_PREFIX in v and _TAG.search(v) for v in subs.values()):
+    if looks_tagged(subs):
         return TaggedEmail(real_html, real_text, {}, real_html, real_text)
     return TaggedEmail(tagged_html, text, subs, real_html, real_text)
 

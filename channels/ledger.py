@@ -164,9 +164,51 @@ class Outgoing:
     message_id: uuid.UUID
     to_address: str
     subject: str | None
-    content: bytes
+    content: bytes | None  # None when the content is shared (`content_id`)
     content_sha256: str
     provider: str
+    content_id: uuid.UUID | None = None  # `message_contents` (see `models.messages`)
+
+
+def outgoing_row(o: Outgoing) -> dict[str, Any]:
+    """The ledger columns of a claim, as the batch statements read them."""
+    row: dict[str, Any] = {
+        "to_address": o.to_address,
+        "subject": o.subject,
+        "content_sha256": o.content_sha256,
+        "provider": o.provider,
+    }
+    if o.content is not None:
+        row["content"] = base64.b64encode(o.content).decode()
+    if o.content_id is not None:
+        row["content_id"] = str(o.content_id)
+    return row
+
+
+_CONTENTS = text(
+    """
+    INSERT INTO message_contents (id, workspace_id, content, content_sha256, created_at)
+    SELECT x.id, :ws, decode(x.content, 'base64'), x.content_sha256, :now
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id uuid, content text, content_sha256 text)
+    ON CONFLICT (id) DO NOTHING
+    """
+)
+
+
+async def store_contents(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    contents: dict[uuid.UUID, tuple[bytes, str]],
+    now: datetime,
+) -> None:
+    """Store shared contents (id → packed content, SHA-256) once: a content stored already (a
+    later batch of the same send) is left as it is (its id is derived from it)."""
+    if contents:
+        rows = [
+            {"id": str(i), "content": base64.b64encode(c).decode(), "content_sha256": d}
+            for i, (c, d) in contents.items()
+        ]
+        await session.execute(_CONTENTS, {"ws": workspace_id, "now": now, "rows": _dumps(rows)})
 
 
 # Set-based statements take their rows as one JSON document: json.dumps is C, while psycopg
@@ -176,13 +218,13 @@ _CLAIM = text(
     WITH {_BATCH}, moved AS (
         UPDATE messages m
         SET (status, sending_at, hold_until, to_address, subject, content, content_sha256,
-             provider) = (
+             content_id, provider) = (
                 SELECT 'sending', CAST(:now AS timestamptz), CAST(NULL AS timestamptz),
                        x.to_address, x.subject,
-                       decode(x.content, 'base64'), x.content_sha256, x.provider
+                       decode(x.content, 'base64'), x.content_sha256, x.content_id, x.provider
                 FROM jsonb_to_record(b.doc -> CAST(m.id AS text))
                      AS x(to_address text, subject text, content text, content_sha256 text,
-                          provider text)
+                          content_id uuid, provider text)
             )
         FROM batch b
         WHERE {_BY_ID} AND m.status = 'queued'
@@ -207,16 +249,7 @@ async def mark_sending(
     before calling the provider: a crash after the call then finds the row in `sending`."""
     if not outgoing:
         return set()
-    rows = {
-        o.message_id: {
-            "to_address": o.to_address,
-            "subject": o.subject,
-            "content": base64.b64encode(o.content).decode(),
-            "content_sha256": o.content_sha256,
-            "provider": o.provider,
-        }
-        for o in outgoing
-    }
+    rows = {o.message_id: outgoing_row(o) for o in outgoing}
     result = await session.execute(_CLAIM, {"ws": workspace_id, "now": now, "rows": _by_id(rows)})
     return set(result.scalars())
 
@@ -228,10 +261,6 @@ class Outcome:
     provider_message_id: str | None = None
     error: str | None = None
 
-
-# A MessageStatus and its value are the same key (StrEnum): `MessageStatus(x)` per row costs
-# more than the statement's share of the row.
-_STATUS_VALUES = {s: s.value for s in MessageStatus}
 
 _OUTCOME_MOVED = f"""
     WITH {_BATCH}, moved AS (
@@ -258,7 +287,7 @@ _OUTCOME_MOVED = f"""
                    'error', input -> 'error'))
         FROM moved
     )"""
-_OUTCOME = text(_OUTCOME_MOVED + "\n    SELECT id FROM moved")
+_OUTCOME = text(_OUTCOME_MOVED + "\n    SELECT count(*) FROM moved")
 
 # The same, and a "Received <Channel>" profile event (`:metric`) for each message the provider
 # accepted, made from the ledger row (whatever status a provider event may have moved it to
@@ -283,7 +312,7 @@ _OUTCOME_RECEIVED = text(
                                 WHERE e.value ->> 'status' = 'sent'))
           AND CAST(m.workspace_id AS text) = CAST(:ws AS text)
     ), {STORE_INPUT}
-    SELECT id FROM moved
+    SELECT count(*) FROM moved
     """
 )
 
@@ -296,16 +325,17 @@ async def mark_outcomes(
     *,
     expected: MessageStatus = MessageStatus.sending,
     received_metric: str | None = None,
-) -> set[uuid.UUID]:
+) -> int:
     """Record what the provider said for claimed rows (`sending → sent | failed | queued`), or
-    fail rows that never reached a provider (`expected=queued`, e.g. a template error).
-    `received_metric`: also store that profile event for every `sent` outcome (same
-    statement)."""
+    fail rows that never reached a provider (`expected=queued`, e.g. a template error); returns
+    how many moved. `received_metric`: also store that profile event for every `sent` outcome
+    (same statement)."""
     if not outcomes:
-        return set()
+        return 0
+    # A status is a MessageStatus (a str: JSON takes it as it is) or its value.
     rows = {
         o.message_id: {
-            "status": _STATUS_VALUES[o.status],  # a MessageStatus or its value
+            "status": o.status,
             "provider_message_id": o.provider_message_id,
             "error": o.error,
         }
@@ -321,7 +351,7 @@ async def mark_outcomes(
         result = await session.execute(_OUTCOME, params)
     else:
         result = await session.execute(_OUTCOME_RECEIVED, params | {"metric": received_metric})
-    return set(result.scalars())
+    return result.scalar() or 0
 
 
 # --- what happens afterwards: webhooks and engagement -------------------------------------

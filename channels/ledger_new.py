@@ -11,7 +11,6 @@ provider: a key another attempt wrote meanwhile is not written again (nor sent).
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from channels.ledger import _FIND, Outgoing, _dumps
+from channels.ledger import _FIND, Outgoing, _dumps, outgoing_row
 from models import Channel, MessageStatus
 from models.messages import SourceType
 
@@ -74,21 +73,21 @@ _DECIDED = text(
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
              AS x(id uuid, key text, profile_id uuid, status text, skip_reason text,
                   hold_until timestamptz, error text, to_address text, subject text,
-                  content text, content_sha256 text, provider text)
+                  content text, content_sha256 text, content_id uuid, provider text)
     ), created AS (
         INSERT INTO messages (id, workspace_id, profile_id, channel, source_type,
                               idempotency_key, transactional, template_id, flow_id,
                               flow_version, step_id, journey_id, campaign_id,
                               campaign_message_id, status, skip_reason, hold_until, error,
-                              to_address, subject, content, content_sha256, provider,
-                              created_at, sending_at, failed_at)
+                              to_address, subject, content, content_sha256, content_id,
+                              provider, created_at, sending_at, failed_at)
         SELECT x.id, :ws, x.profile_id, :channel, :source_type, x.key,
                CAST(:transactional AS boolean), CAST(:template_id AS uuid),
                CAST(:flow_id AS text), CAST(:flow_version AS int), CAST(:step_id AS text),
                CAST(:journey_id AS text), CAST(:campaign_id AS uuid),
                CAST(:campaign_message_id AS uuid), x.status, x.skip_reason, x.hold_until,
                x.error, x.to_address, x.subject, decode(x.content, 'base64'),
-               x.content_sha256, x.provider, :now,
+               x.content_sha256, x.content_id, x.provider, :now,
                CASE WHEN x.status = 'sending' THEN CAST(:now AS timestamptz) END,
                CASE WHEN x.status = 'failed' THEN CAST(:now AS timestamptz) END
         FROM input x
@@ -111,7 +110,10 @@ _DECIDED = text(
                END
         FROM created
     )
-    SELECT id FROM created
+    -- Every row written (the usual case): NULL, and no id to send back.
+    SELECT CASE WHEN count(*) < :count
+                THEN COALESCE(array_agg(id), CAST('{}' AS uuid[])) END
+    FROM created
     """
 )
 
@@ -143,12 +145,8 @@ async def insert_decided(
             row["hold_until"] = d.hold_until.isoformat()
         if d.error is not None:
             row["error"] = d.error
-        if (o := d.outgoing) is not None:
-            row["to_address"] = o.to_address
-            row["subject"] = o.subject
-            row["content"] = base64.b64encode(o.content).decode()
-            row["content_sha256"] = o.content_sha256
-            row["provider"] = o.provider
+        if d.outgoing is not None:
+            row |= outgoing_row(d.outgoing)
         rows.append(row)
     params = {
         "ws": workspace_id,
@@ -165,5 +163,5 @@ async def insert_decided(
         "campaign_id": source.campaign_id,
         "campaign_message_id": source.campaign_message_id,
     }
-    result = await session.execute(_DECIDED, params)
-    return set(result.scalars())
+    written = (await session.execute(_DECIDED, params | {"count": len(rows)})).scalar()
+    return {d.message_id for d in decided} if written is None else set(written)

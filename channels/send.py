@@ -492,6 +492,8 @@ class _Sender:
             if not i.existing
         ]
         async with session_factory(self.engine)() as session:
+            # Shared content first: the rows below reference it.
+            await ledger.store_contents(session, ws, self.composer.contents, now)
             failures = [
                 ledger.Outcome(i.message_id, MessageStatus.failed, error=error)
                 for i, error in failed

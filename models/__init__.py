@@ -15,7 +15,7 @@ from models.journey_reviews import JourneyReview, ReviewStatus  # noqa: F401
 from models.journeys import Journey, JourneyStatus, JourneyStep, StepOutcome  # noqa: F401
 from models.lists import ListAction, ListMember, ListMembershipChange, ProfileList
 from models.membership_outbox import MembershipOutbox  # noqa: F401
-from models.messages import Message, MessageEvent, MessageStatus, SourceType
+from models.messages import Message, MessageContent, MessageEvent, MessageStatus, SourceType
 from models.profile import (
     Channel,
     Consent,
@@ -59,6 +59,7 @@ __all__ = [
     "ListMembershipChange",
     "LocalOutboxMessage",
     "Message",
+    "MessageContent",
     "MessageEvent",
     "MessageStatus",
     "Metric",

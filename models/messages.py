@@ -4,10 +4,15 @@ A message row is created by its idempotency key before anything else happens, so
 finds it and never calls the provider twice (see `channels.send`). Provider webhooks find rows
 by `provider_message_id` or by the Waymark message id they carry.
 
-Rendered content is kept compactly on the row: `content` is the zlib-compressed JSON of every
-rendered part (subject, preheader, html, text, body, push title/url) exactly as handed to the
-provider, and `content_sha256` its hash. One row, no second store to keep in step; a few KB per
-email. A retention job may null `content` later and keep the hash (proof of what was sent).
+Rendered content is kept compactly: `content` is the zlib-compressed JSON of every rendered part
+(subject, preheader, html, text, body, push title/url) exactly as handed to the provider, and
+`content_sha256` its hash. An email of the same copy for every recipient of a send (a template
+that reads nothing of the recipient) keeps its content once instead, in `message_contents`: the
+content with each recipient's signed URLs as tags, which `content_id` references and
+`channels.compose.message_content` fills in again from the message's own ids (a signed URL is a
+function of the workspace's key and the ids, so nothing per recipient needs storing). That row
+holds nothing of any recipient, and stays when a profile is erased. A retention job may null
+`content` later and keep the hash (proof of what was sent).
 """
 
 from __future__ import annotations
@@ -135,6 +140,10 @@ class Message(SQLModel, table=True):
     subject: str | None = Field(default=None, sa_type=Text)
     content: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     content_sha256: str | None = Field(default=None, max_length=64)
+    content_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("message_contents.id"), nullable=True),
+    )
     provider: str | None = Field(default=None, max_length=32)
     provider_message_id: str | None = Field(default=None, max_length=255)
     created_at: datetime = created_at_field()
@@ -146,6 +155,20 @@ class Message(SQLModel, table=True):
     bounced_at: datetime | None = tz_field()
     failed_at: datetime | None = tz_field()
     error: str | None = Field(default=None, sa_type=Text)
+
+
+class MessageContent(SQLModel, table=True):
+    """Content shared by the messages of one send (see the module doc): `content` as on a
+    message, the recipients' signed URLs as tags; its id is derived from the workspace and
+    `content_sha256`, so a send stores it once however many batches reference it."""
+
+    __tablename__ = "message_contents"
+
+    id: uuid.UUID = Field(primary_key=True)
+    workspace_id: uuid.UUID = workspace_fk()
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content_sha256: str = Field(max_length=64)
+    created_at: datetime = created_at_field()
 
 
 class MessageEvent(SQLModel, table=True):
@@ -180,4 +203,11 @@ class MessageEvent(SQLModel, table=True):
     provider_event_id: str | None = Field(default=None, max_length=255)
 
 
-__all__ = ["Message", "MessageEvent", "MessageStatus", "STATUS_RANK", "SourceType"]
+__all__ = [
+    "Message",
+    "MessageContent",
+    "MessageEvent",
+    "MessageStatus",
+    "STATUS_RANK",
+    "SourceType",
+]

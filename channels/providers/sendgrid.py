@@ -130,8 +130,9 @@ def _personalization(email: OutgoingEmail, subject: str) -> dict:
         personalization["subject"] = email.subject
     if email.substitutions:
         personalization["substitutions"] = dict(email.substitutions)
-    args = {k: str(v) for k, v in email.custom_args.items()}
-    args[MESSAGE_ID_ARG] = str(email.message_id)
+    args = dict(email.custom_args)  # strings (`OutgoingEmail`)
+    if MESSAGE_ID_ARG not in args:
+        args[MESSAGE_ID_ARG] = str(email.message_id)
     personalization["custom_args"] = args
     return personalization
 

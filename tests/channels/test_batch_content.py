@@ -201,3 +201,131 @@ async def test_a_new_key_is_written_once(engine, workspaces):
         assert await ledger_new.insert_decided(session, ws.id, source, [again], utcnow()) == set()
         rows = await ledger_new.find_many(session, ws.id, [key])
     assert rows[key].id == first and rows[key].status == "sending"
+
+
+SHARED_CASES = [
+    '<html><body><p>Sale</p><a href="https://shop.example.com/sale">Shop</a></body></html>',
+    '<p>No body tag</p><a href="https://shop.example.com/?a=1&amp;b=2">A</a>'
+    '<a href="https://shop.example.com/sale" data-waymark-track="off">B</a>',
+    '<p>Already <a href="https://wm.example.com/l/u/x">out</a> and wm1 text</p>',
+]
+
+
+@pytest.mark.parametrize("html", SHARED_CASES)
+@pytest.mark.parametrize("transactional", [False, True])
+def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactional):
+    """`SharedEmail` (tagged once per send) gives every recipient the content and the
+    substitutions `prepare_email_tagged` gives them one by one."""
+    utm = {"utm_source": "waymark"}
+    shared = email_tags.shared_email(
+        html,
+        "",
+        public_url=SETTINGS.public_url,
+        utm=utm,
+        preheader="Deals",
+        unsubscribe=not transactional,
+        derive_text=True,
+    )
+    signer = links.signer(SETTINGS, uuid.UUID(int=1))
+    for _ in range(3):
+        ids = {
+            "workspace_id": uuid.UUID(int=1),
+            "message_id": uuid.uuid4(),
+            "profile_id": uuid.uuid4(),
+        }
+        unsubscribe = links.unsubscribe_url(settings=SETTINGS, **ids)
+        tagged = email_tags.prepare_email_tagged(
+            html,
+            "",
+            settings=SETTINGS,
+            **ids,
+            utm=utm,
+            preheader="Deals",
+            unsubscribe_url=None if transactional else unsubscribe,
+            personal_urls=(unsubscribe,),
+            derive_text=True,
+        )
+        if shared is None:  # content with a `wm<digit>` of its own holds no tags either way
+            assert not tagged.substitutions
+            continue
+        subs = shared.values(signer, unsubscribe, ids["profile_id"], ids["message_id"])
+        assert (shared.html, shared.text, subs) == (tagged.html, tagged.text, tagged.substitutions)
+        assert email_tags.substitute(shared.html, subs) == tagged.real_html
+    assert (shared is None) == ("wm1" in html)
+
+
+async def test_a_same_copy_send_keeps_its_content_once(
+    engine,
+    workspaces,
+    send_settings,  # noqa: F811
+):
+    """The ledger keeps a same-copy email once per send (no recipient's data in it), and gives
+    each message back exactly as its recipient got it; erasing a recipient leaves the others'."""
+    from channels.compose import message_content
+    from ingest.erasure import erase_profile
+    from models import MessageContent
+
+    ws = await _workspace(engine, workspaces, utm={"utm_source": "waymark"})
+    html = (
+        "<html><body><h1>{{ workspace.name }} sale</h1>"
+        '<a href="https://shop.example.com/sale">Shop</a></body></html>'
+    )
+    template_id = await _template(engine, ws, subject="Summer sale", html=html)
+    profiles = [await _named(engine, ws, "Ann") for _ in range(5)]
+    provider = CapturingProvider(engine, ws.id)
+    prefix = f"campaign-message:{uuid.uuid4()}"
+    for batch in (profiles[:3], profiles[3:]):  # two batches of one send
+        input = SendMessagesInput(
+            workspace_id=ws.id,
+            channel=Channel.email,
+            template_id=template_id,
+            profile_ids=[p.id for p in batch],
+            idempotency_prefix=prefix,
+        )
+        result = await send_many(engine, send_settings, input, providers=_providers(provider))
+        assert result.sent == len(batch)
+
+    async with session_scope(engine) as session:
+        [stored] = (
+            await session.execute(
+                select(MessageContent).where(MessageContent.workspace_id == ws.id)
+            )
+        ).scalars()
+        messages = {
+            m.id: m
+            for m in (await session.execute(select(Message).where(Message.workspace_id == ws.id)))
+            .scalars()
+            .all()
+        }
+        assert {(m.content, m.content_id) for m in messages.values()} == {(None, stored.id)}
+        kept = unpack_content(stored.content)
+        for part in ("/l/c/", "/l/o/", "/l/u/", "@example.com", "Ann"):
+            assert part not in kept["html"] + kept["text"]
+        outbox = {
+            o.message_id: o
+            for o in (await session.execute(select(LocalOutboxMessage))).scalars().all()
+        }
+        for email in provider.emails:
+            content = await message_content(session, send_settings, messages[email.message_id])
+            real = email_tags.substitute(email.html, email.substitutions)
+            assert content["html"] == real == outbox[email.message_id].html
+            assert content["text"] == email_tags.substitute(email.text, email.substitutions)
+            assert content["subject"] == "Summer sale"
+            [url] = [t for t in real.split('"') if t.startswith("https://wm.example.com/l/c/")]
+            click = links.verify(send_settings, url.rsplit("/", 1)[1], links.LinkKind.click)
+            assert click.message_id == email.message_id
+            assert click.url == "https://shop.example.com/sale?utm_source=waymark"
+            assert "/l/u/" in real and email.headers["List-Unsubscribe"][1:-1] in real
+
+    async with session_scope(engine) as session:
+        assert await erase_profile(session, ws.id, profiles[0].id)
+    async with session_scope(engine) as session:
+        left = (
+            (await session.execute(select(Message).where(Message.workspace_id == ws.id)))
+            .scalars()
+            .all()
+        )
+        assert len(left) == 4 and await session.get(MessageContent, stored.id) is not None
+        assert (await message_content(session, send_settings, left[0]))["html"] == outbox[
+            left[0].id
+        ].html
