@@ -21,6 +21,7 @@ from activities import build_activities
 from core import temporal
 from core.db import create_engine
 from core.logging import configure_logging
+from core.runtime import freeze_startup_objects
 from core.settings import Settings, get_settings
 from ingest.outbox import OutboxDispatcher
 from ingest.routing import build_routers
@@ -74,6 +75,7 @@ async def run_worker(settings: Settings) -> None:
     await ensure_schedules(client, settings)
     worker = build_worker(client, settings, engine)
     dispatcher = build_dispatcher(client, settings, engine)
+    freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

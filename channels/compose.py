@@ -38,8 +38,8 @@ from channels.render import (
     needs_text,
     profile_context,
     profile_fields_used,
-    recipient_independent,
     render,
+    shared_links,
     workspace_context,
 )
 from models import Channel, MessageContent
@@ -65,6 +65,7 @@ class Prepared:
     ref: str  # the message id as text (custom args, callbacks)
 
 
+_LINK_KINDS = {"unsubscribe_url": LinkKind.unsubscribe, "preferences_url": LinkKind.preferences}
 STORE_BELOW = 512  # bytes of JSON kept as a stored zlib block: too small to gain by deflate
 
 
@@ -96,7 +97,7 @@ def _shared_parts(shared: SharedEmail, subject: str, preheader: str | None) -> d
         "preheader": preheader,
         "html": shared.html,
         "text": shared.text,
-        "unsubscribe_tag": shared.unsubscribe_tag,
+        "links": [[tag, int(kind)] for tag, kind in shared.links],
         "slots": [[tag, *slot] for tag, slot in shared.slots],
     }
 
@@ -113,13 +114,11 @@ async def message_content(session: Any, settings: Any, message: Any) -> dict[str
     shared = SharedEmail(
         parts.pop("html"),
         parts.pop("text"),
-        parts.pop("unsubscribe_tag"),
+        tuple((tag, LinkKind(kind)) for tag, kind in parts.pop("links")),
         tuple((tag, tuple(slot)) for tag, *slot in parts.pop("slots")),
     )
     signer = links.signer(settings, message.workspace_id)
-    channel, pid, mid = Channel(message.channel), message.profile_id, message.id
-    unsubscribe = signer.url(LinkKind.unsubscribe, channel, pid, mid)
-    subs = shared.values(signer, unsubscribe, pid, mid)
+    subs = shared.values(signer, message.profile_id, message.id)
     return parts | {"html": substitute(shared.html, subs), "text": substitute(shared.text, subs)}
 
 
@@ -164,7 +163,11 @@ class Composer:
         self.workspace = workspace_context(workspace)
         self.workspace_ref = str(workspace.id)
         self.uses = _names_used(template)
-        self.shared = recipient_independent(template)
+        # The same copy for everyone: a template that reads nothing of the recipient, or (email)
+        # nothing but its own links, which stand in the shared content as tags.
+        printed = shared_links(template)
+        self.shared = printed == frozenset() or (channel == Channel.email and printed is not None)
+        self.printed_links = printed or frozenset()
         self.fields = profile_fields_used(template)
         self.categories = (str(source_type),)
         self.callback = (
@@ -178,16 +181,54 @@ class Composer:
 
     # -- rendering ---------------------------------------------------------------------------
 
+    def _stand_ins(self, variant: str) -> dict[LinkKind, str]:
+        """URLs the recipient links a shared template prints are rendered with: Waymark's own
+        (never click-tracked), each becoming its link's tag (`email_tags.shared_email`)."""
+        base = self.settings.public_url.rstrip("/")
+        return {
+            kind: f"{base}{links.PATHS[kind].format(f'stand-in-{variant}')}"
+            for name, kind in _LINK_KINDS.items()
+            if name in self.printed_links
+        }
+
+    def _render_once(self, derive: bool) -> Rendered | TemplateError | None:
+        """The shared rendering; None when the template does not print its links as they are
+        (a filter changed them): then it is rendered per recipient."""
+        rendered: list[Rendered] = []
+        for variant in ("a", "bb") if self.printed_links else ("a",):
+            stand_ins = self._stand_ins(variant)
+            context = RenderContext(
+                profile={},
+                workspace=self.workspace,
+                unsubscribe_url=stand_ins.get(LinkKind.unsubscribe),
+                preferences_url=stand_ins.get(LinkKind.preferences),
+            )
+            try:
+                rendered.append(render(self.template, context, derive_text=derive))
+            except TemplateError as exc:
+                return exc
+        if len(rendered) == 2:
+            ours, other = self._stand_ins("a"), self._stand_ins("bb")
+            for part in fields(Rendered):
+                mine, theirs = getattr(rendered[0], part.name), getattr(rendered[1], part.name)
+                moved = mine
+                for kind, url in ours.items():
+                    moved = moved and moved.replace(url, other[kind])
+                if moved != theirs or (part.name == "subject" and mine != theirs):
+                    return None
+        return rendered[0]
+
     def _render(self, item: Item, unsubscribe: str | None, preferences: str | None):
         """The rendered parts and the profile as the template saw it (None when shared)."""
         derive = self.channel != Channel.email  # emails derive their text part from tags
+        if self.shared and self._rendered is None:
+            self._rendered = self._render_once(derive)
+            self.shared = self._rendered is not None
+            if self.shared and self.printed_links and not isinstance(self._rendered, TemplateError):
+                # Its links are stand-ins: the email must go out tagged, or be rendered again
+                # for each recipient with the real ones.
+                self.shared = self._shared(self._rendered) is not None  # type: ignore[arg-type]
         if self.shared:
-            if self._rendered is None:
-                try:
-                    context = RenderContext(profile={}, workspace=self.workspace)
-                    self._rendered = render(self.template, context, derive_text=derive)
-                except TemplateError as exc:
-                    self._rendered = exc
             if isinstance(self._rendered, TemplateError):
                 raise self._rendered
             return self._rendered, None
@@ -238,6 +279,7 @@ class Composer:
                 preheader=rendered.preheader,
                 unsubscribe=not self.transactional,
                 derive_text=needs_text(Channel.email, rendered.text, html),
+                stand_ins=self._stand_ins("a"),
             )
             self._shared_email = False
             if shared is not None:
@@ -248,14 +290,19 @@ class Composer:
                 self._shared_email = (shared, content_id, digest)
         return self._shared_email or None  # type: ignore[return-value]
 
-    def _email_shared(self, item: Item, rendered: Rendered, unsubscribe: str) -> Prepared | None:
+    def _email_shared(
+        self, item: Item, rendered: Rendered, unsubscribe: str, preferences: str | None
+    ) -> Prepared | None:
         """The same-copy email of one recipient: its signatures, the content shared."""
         shared = self._shared(rendered)
         if shared is None:
             return None
         email_content, content_id, digest = shared
         mid, pid = item.message_id, item.profile.id
-        subs = email_content.values(self.signer, unsubscribe, pid.bytes, mid.bytes)
+        known = {LinkKind.unsubscribe: unsubscribe}
+        if preferences:
+            known[LinkKind.preferences] = preferences
+        subs = email_content.values(self.signer, pid.bytes, mid.bytes, known)
         html, text = email_content.html, email_content.text
         if email_tags.looks_tagged(subs):
             html, text, subs = substitute(html, subs), substitute(text, subs), {}
@@ -292,7 +339,9 @@ class Composer:
         )
 
     def _email(self, item, rendered: Rendered, profile, unsubscribe, preferences) -> Prepared:
-        if profile is None and (shared := self._email_shared(item, rendered, unsubscribe)):
+        if profile is None and (
+            shared := self._email_shared(item, rendered, unsubscribe, preferences)
+        ):
             return shared
         mid, to = item.message_id, item.profile.email
         ref = str(mid)

@@ -28,6 +28,7 @@ from functools import lru_cache
 
 from channels import links
 from core.settings import Settings
+from models import Channel
 
 TAG_PREFIX = "-wm"
 _TAG = re.compile(r"-wm\d+-")
@@ -151,27 +152,30 @@ def _tagged_structure(
 @dataclass(frozen=True)
 class SharedEmail:
     """The content of an email that is the same for every recipient of a send (a template that
-    reads nothing of the recipient), tagged once: each recipient's own values are only the
-    signed URLs, which `values` makes. `prepare_email_tagged` gives the same content and the
-    same substitutions for such an email, recipient by recipient."""
+    reads nothing of the recipient but, maybe, its own links), tagged once: each recipient's own
+    values are only signed URLs, which `values` makes. `prepare_email_tagged` gives the same
+    content, substituted, recipient by recipient."""
 
     html: str
     text: str
-    unsubscribe_tag: str | None  # the footer's unsubscribe link (none for transactional email)
+    # The recipient's links (`links.LinkKind.unsubscribe`, `.preferences`) the content holds,
+    # printed by the template or in the unsubscribe footer, by tag.
+    links: tuple[tuple[str, links.LinkKind], ...]
     slots: tuple[tuple[str, links._Slot], ...]  # the other tags: click links, the open pixel
 
     def values(
         self,
         signer: links.Signer,
-        unsubscribe_url: str | None,
         profile_id: uuid.UUID | bytes,
         message_id: uuid.UUID | bytes,
+        known: dict[links.LinkKind, str] | None = None,
     ) -> dict[str, str]:
-        """One recipient's substitutions (check them with `looks_tagged` before handing them
-        to SendGrid)."""
+        """One recipient's substitutions (`known`: links signed already, by kind). Check them
+        with `looks_tagged` before handing them to SendGrid."""
         subs: dict[str, str] = {}
-        if self.unsubscribe_tag is not None:
-            subs[self.unsubscribe_tag] = htmllib.escape(unsubscribe_url or "", quote=True)
+        for tag, kind in self.links:
+            url = known.get(kind) if known else None
+            subs[tag] = url or signer.url(kind, Channel.email, profile_id, message_id)
         for name, slot in self.slots:
             subs[name] = links.slot_value(slot, signer, profile_id, message_id)
         return subs
@@ -193,18 +197,37 @@ def shared_email(
     preheader: str | None,
     unsubscribe: bool,
     derive_text: bool,
+    stand_ins: dict[links.LinkKind, str] | None = None,
 ) -> SharedEmail | None:
     """An email the same for every recipient, tagged once (`SharedEmail`); None when its content
-    cannot hold tags (it has a `wm<digit>` of its own)."""
+    cannot hold tags (it has a `wm<digit>` of its own, a link in the preheader).
+
+    `stand_ins`: the URL each recipient link the template prints was rendered with, by kind
+    (a URL of Waymark's own, `<public_url>/l/...`, so that it is never click-tracked); each
+    becomes the tag of that link. `unsubscribe`: the footer's unsubscribe link is due (not for
+    transactional email; the footer is left out when the HTML links to the unsubscribe URL)."""
+    stand_ins = stand_ins or {}
     if derive_text:
         text = links.html_to_text(html)
-    if _unsafe(html) or _unsafe(text) or _unsafe(preheader or ""):
+    if not links._HTML_SAFE(public_url) or any(u in (preheader or "") for u in stand_ins.values()):
         return None
-    unsubscribe_tag = _tag_name(0) if unsubscribe else None
+    probe_html, probe_text = html, text
+    for url in stand_ins.values():
+        probe_html, probe_text = probe_html.replace(url, ""), probe_text.replace(url, "")
+    if _unsafe(probe_html) or _unsafe(probe_text) or _unsafe(preheader or ""):
+        return None
+    kinds = [links.LinkKind.unsubscribe] if unsubscribe else []
+    kinds += [k for k, u in stand_ins.items() if k not in kinds and (u in html or u in text)]
+    kinds.sort()  # unsubscribe before preferences: the same tags for every send of a copy
+    tags = tuple((_tag_name(n), kind) for n, kind in enumerate(kinds))
+    for tag, kind in tags:
+        if url := stand_ins.get(kind):
+            html, text = html.replace(url, tag), text.replace(url, tag)
+    footer = tags[0][0] if unsubscribe else None
     tagged_html, slots, _ = _tagged_structure(
-        html, public_url, tuple((utm or {}).items()), preheader, unsubscribe_tag, int(unsubscribe)
+        html, public_url, tuple((utm or {}).items()), preheader, footer, len(tags)
     )
-    return SharedEmail(tagged_html, text, unsubscribe_tag, slots)
+    return SharedEmail(tagged_html, text, tags, slots)
 
 
 def prepare_email_tagged(

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -254,8 +254,7 @@ async def mark_sending(
     return set(result.scalars())
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):  # a tuple: one is made per message of a batch
     message_id: uuid.UUID
     status: MessageStatus  # sent | failed | queued (handed back: the provider was unavailable)
     provider_message_id: str | None = None

@@ -288,6 +288,9 @@ def needs_text(channel: Channel, text: str | None, html: str | None) -> bool:
 # Names whose value differs per recipient (or per message); `locale`, `timezone` and `currency`
 # come from the profile (or the event) too.
 _SHARED_NAMES = frozenset({"workspace"})
+# The recipient's own links: an email may print them and still be "the same copy", its links
+# standing in the shared content as tags (`channels.compose`, `channels.email_tags`).
+LINK_NAMES = frozenset({"unsubscribe_url", "preferences_url"})
 
 
 def recipient_independent(template: TemplateSource) -> bool:
@@ -295,6 +298,12 @@ def recipient_independent(template: TemplateSource) -> bool:
     but `workspace` and uses no filter or test that reads the render's context (`money`,
     `date`, ... take the profile's locale; `random` is random). Such a template is rendered
     once per send instead of once per recipient."""
+    return shared_links(template) == frozenset()
+
+
+def shared_links(template: TemplateSource) -> frozenset[str] | None:
+    """The recipient links (`LINK_NAMES`) a template prints when it reads nothing else of the
+    recipient (see `recipient_independent`); None when it does."""
     if template.id is not None and template.updated_at is not None:
         return _independent_cached(template.id, template.updated_at, _sources(template))
     return _independent(_sources(template))
@@ -345,28 +354,33 @@ def _sources(template: TemplateSource) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1024)
-def _independent_cached(_id: uuid.UUID, _updated_at: datetime, sources: tuple[str, ...]) -> bool:
+def _independent_cached(
+    _id: uuid.UUID, _updated_at: datetime, sources: tuple[str, ...]
+) -> frozenset[str] | None:
     return _independent(sources)
 
 
-def _independent(sources: tuple[str, ...]) -> bool:
+def _independent(sources: tuple[str, ...]) -> frozenset[str] | None:
+    links: set[str] = set()
     for source in sources:
         if not source:
             continue
         try:
             ast = ENV.parse(source)
         except TemplateSyntaxError:
-            return False  # rendered per recipient, which reports the error
-        if not meta.find_undeclared_variables(ast) <= _SHARED_NAMES:
-            return False
+            return None  # rendered per recipient, which reports the error
+        names = meta.find_undeclared_variables(ast) - _SHARED_NAMES
+        if not names <= LINK_NAMES:
+            return None
+        links |= names
         if any(node.name == "lipsum" for node in ast.find_all(nodes.Name)):
-            return False  # random text
+            return None  # random text
         for node in ast.find_all((nodes.Filter, nodes.Test)):
             table = ENV.filters if isinstance(node, nodes.Filter) else ENV.tests
             function = table.get(node.name)
             if node.name == "random" or getattr(function, "jinja_pass_arg", None) is not None:
-                return False
-    return True
+                return None
+    return frozenset(links)
 
 
 def render_sample(

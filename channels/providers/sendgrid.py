@@ -36,6 +36,7 @@ from channels.email_tags import substitute
 from channels.providers.common import (
     CONCURRENCY,
     RETRY_DELAYS,
+    RequestGate,
     Retryable,
     retry_after_seconds,
     run_bounded,
@@ -154,7 +155,7 @@ class SendGridEmailProvider:
         self.default_from_email = default_from_email
         self.default_from_name = default_from_name
         self.default_reply_to = default_reply_to
-        self.concurrency = concurrency
+        self.gate = RequestGate(concurrency)
         self.retry_delays = retry_delays
 
     async def send_emails(self, emails: list[OutgoingEmail]) -> list[SendResult]:
@@ -171,7 +172,7 @@ class SendGridEmailProvider:
             r.message_id: r
             for r in await run_bounded(
                 (lambda batch=batch: self._send_batch(batch) for batch in batches),
-                self.concurrency,
+                self.gate,
             )
         }
         return [by_id[email.message_id] for email in emails]

@@ -25,6 +25,7 @@ from channels.base import OutcomeUnknown, OutgoingSms, SendResult, SendStatus
 from channels.providers.common import (
     CONCURRENCY,
     RETRY_DELAYS,
+    RequestGate,
     Retryable,
     run_bounded,
     with_retries,
@@ -75,7 +76,7 @@ class TwilioSmsProvider:
         self.from_number = from_number
         self.messaging_service_sid = messaging_service_sid
         self.whatsapp = whatsapp  # every message of this provider goes out over WhatsApp
-        self.concurrency = concurrency
+        self.gate = RequestGate(concurrency)
         self.retry_delays = retry_delays
 
         self._http: AsyncTwilioHttpClient | None = None
@@ -106,9 +107,7 @@ class TwilioSmsProvider:
             return await self._send_all(self._messages_api(http), messages)
 
     async def _send_all(self, api, messages: list[OutgoingSms]) -> list[SendResult]:
-        return await run_bounded(
-            (lambda m=m: self._send_one(api, m) for m in messages), self.concurrency
-        )
+        return await run_bounded((lambda m=m: self._send_one(api, m) for m in messages), self.gate)
 
     def request_params(self, message: OutgoingSms) -> dict[str, str]:
         """The Messages API parameters for one message (SDK names)."""

@@ -21,6 +21,7 @@ from channels.base import OutgoingPush, SendResult, SendStatus
 from channels.providers.common import (
     CONCURRENCY,
     RETRY_DELAYS,
+    RequestGate,
     Retryable,
     retry_after_seconds,
     run_bounded,
@@ -55,7 +56,7 @@ class WebPushProvider:
         self.vapid = Vapid02.from_pem(vapid_private_key.encode())
         self.subject = vapid_subject
         self.engine = engine
-        self.concurrency = concurrency
+        self.gate = RequestGate(concurrency)
         self.retry_delays = retry_delays
 
     async def send_push(self, messages: list[OutgoingPush]) -> list[SendResult]:
@@ -63,7 +64,7 @@ class WebPushProvider:
             return []
         async with aiohttp.ClientSession() as http:
             return await run_bounded(
-                (lambda m=m: self._send_one(http, m) for m in messages), self.concurrency
+                (lambda m=m: self._send_one(http, m) for m in messages), self.gate
             )
 
     async def _send_one(

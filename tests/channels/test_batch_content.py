@@ -4,6 +4,7 @@ templates that read nothing of the recipient render once; new keys are written o
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
@@ -11,8 +12,8 @@ from sqlalchemy import select
 from activities.channels import SendMessagesInput
 from channels import email_tags, ledger, ledger_new, links
 from channels.providers.sendgrid import SendGridEmailProvider
-from channels.render import TemplateParts, recipient_independent
-from channels.send import send_many, unpack_content
+from channels.render import TemplateParts, recipient_independent, shared_links
+from channels.send import PROFILE_COLUMNS, send_many, unpack_content
 from core.db import session_scope
 from core.settings import Settings
 from ingest.consents import ConsentUpdate, apply_consents
@@ -179,6 +180,18 @@ def test_only_templates_that_read_nothing_of_the_recipient_render_once():
     assert not independent(html="{{ unsubscribe_url }}")
     assert not independent(html="{{ message_id }}")
 
+    def links(**parts):
+        return shared_links(TemplateParts(channel=Channel.email, **parts))
+
+    # Its own links aside, an email may still be the same copy (its links as tags).
+    assert links(html='<a href="{{ unsubscribe_url }}">x</a>{{ preferences_url }}') == {
+        "unsubscribe_url",
+        "preferences_url",
+    }
+    assert links(html="{{ workspace.name }}") == frozenset()
+    assert links(html="{{ unsubscribe_url }} {{ profile.email }}") is None
+    assert links(html="{{ message_id }}") is None
+
 
 async def test_a_new_key_is_written_once(engine, workspaces):
     """Two attempts writing the same new key: only the first row exists, and only it may be
@@ -208,50 +221,116 @@ SHARED_CASES = [
     '<p>No body tag</p><a href="https://shop.example.com/?a=1&amp;b=2">A</a>'
     '<a href="https://shop.example.com/sale" data-waymark-track="off">B</a>',
     '<p>Already <a href="https://wm.example.com/l/u/x">out</a> and wm1 text</p>',
+    # The template prints the recipient's own links (`{u}`: unsubscribe, `{p}`: preferences).
+    '<body><a href="https://shop.example.com/">Shop</a><p><a href="{u}">Leave</a></p></body>',
+    '<p>Manage: {p}</p><a href="{p}">here</a><footer>Or <a href="{u}">unsubscribe</a></footer>',
+    "<p>Copy this: {u}</p>",
 ]
 
 
 @pytest.mark.parametrize("html", SHARED_CASES)
 @pytest.mark.parametrize("transactional", [False, True])
 def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactional):
-    """`SharedEmail` (tagged once per send) gives every recipient the content and the
-    substitutions `prepare_email_tagged` gives them one by one."""
+    """`SharedEmail` (tagged once per send, the template's own links rendered as stand-ins)
+    gives every recipient the email `prepare_email_html` gives them one by one, with the same
+    substitutions as `prepare_email_tagged` where that tags the same content."""
     utm = {"utm_source": "waymark"}
+    ws = uuid.UUID(int=1)
+    stand_ins = {
+        links.LinkKind.unsubscribe: "https://wm.example.com/l/u/stand-in-a",
+        links.LinkKind.preferences: "https://wm.example.com/l/p/stand-in-a",
+    }
     shared = email_tags.shared_email(
-        html,
+        html.format(
+            u=stand_ins[links.LinkKind.unsubscribe], p=stand_ins[links.LinkKind.preferences]
+        ),
         "",
         public_url=SETTINGS.public_url,
         utm=utm,
         preheader="Deals",
         unsubscribe=not transactional,
         derive_text=True,
+        stand_ins=stand_ins,
     )
-    signer = links.signer(SETTINGS, uuid.UUID(int=1))
+    assert (shared is None) == ("wm1" in html)
+    signer = links.signer(SETTINGS, ws)
     for _ in range(3):
-        ids = {
-            "workspace_id": uuid.UUID(int=1),
-            "message_id": uuid.uuid4(),
-            "profile_id": uuid.uuid4(),
-        }
+        ids = {"workspace_id": ws, "message_id": uuid.uuid4(), "profile_id": uuid.uuid4()}
         unsubscribe = links.unsubscribe_url(settings=SETTINGS, **ids)
-        tagged = email_tags.prepare_email_tagged(
-            html,
-            "",
+        preferences = links.preferences_url(settings=SETTINGS, **ids)
+        real = html.format(u=unsubscribe, p=preferences)
+        expected = links.prepare_email_html(
+            real,
             settings=SETTINGS,
             **ids,
             utm=utm,
             preheader="Deals",
             unsubscribe_url=None if transactional else unsubscribe,
-            personal_urls=(unsubscribe,),
-            derive_text=True,
         )
-        if shared is None:  # content with a `wm<digit>` of its own holds no tags either way
-            assert not tagged.substitutions
+        if shared is None:
             continue
-        subs = shared.values(signer, unsubscribe, ids["profile_id"], ids["message_id"])
-        assert (shared.html, shared.text, subs) == (tagged.html, tagged.text, tagged.substitutions)
-        assert email_tags.substitute(shared.html, subs) == tagged.real_html
-    assert (shared is None) == ("wm1" in html)
+        subs = shared.values(signer, ids["profile_id"], ids["message_id"])
+        assert email_tags.substitute(shared.html, subs) == expected
+        assert email_tags.substitute(shared.text, subs) == links.html_to_text(real)
+        for part in ("/l/c/", "/l/o/", "/l/u/", "/l/p/"):
+            assert part not in shared.html + shared.text or "wm.example.com/l/u/x" in html
+        if "{" not in html:  # no link of its own: the very tags `prepare_email_tagged` gives
+            tagged = email_tags.prepare_email_tagged(
+                real,
+                "",
+                settings=SETTINGS,
+                **ids,
+                utm=utm,
+                preheader="Deals",
+                unsubscribe_url=None if transactional else unsubscribe,
+                personal_urls=(unsubscribe,),
+                derive_text=True,
+            )
+            assert (shared.html, shared.text, subs) == (
+                tagged.html,
+                tagged.text,
+                tagged.substitutions,
+            )
+
+
+def test_a_template_that_changes_its_links_renders_per_recipient():
+    """A shared template must print its links as they are, in content that can hold tags: one
+    that changes them (a filter), or whose content cannot be tagged, is rendered for each
+    recipient, with the recipient's real links."""
+    from channels.compose import Composer
+    from channels.compose import Item as ComposeItem
+
+    def composer(html: str) -> Composer:
+        template = TemplateParts(channel=Channel.email, subject="Sale", html=html)
+        workspace = SimpleNamespace(id=uuid.UUID(int=1), name="Shop", timezone="UTC", settings={})
+        return Composer(
+            settings=SETTINGS,
+            workspace=workspace,
+            template=template,
+            channel=Channel.email,
+            transactional=False,
+            utm={},
+            sender={"from_email": "shop@example.com", "from_name": None, "reply_to": None},
+            source_type="campaign",
+            provider="local",
+            subscriptions={},
+        )
+
+    columns = {column.key: None for column in PROFILE_COLUMNS}
+    profile = SimpleNamespace(**columns | {"id": uuid.uuid4(), "email": "ann@example.com"})
+    verbatim = composer('<p><a href="{{ unsubscribe_url }}">Leave</a></p>')
+    changed = composer("<p>{{ unsubscribe_url|upper }}</p>")
+    untaggable = composer('<p>wm1 <a href="{{ unsubscribe_url }}">Leave</a></p>')  # no tags
+    for c in (verbatim, changed, untaggable):
+        item = ComposeItem("k", uuid.uuid4(), profile, None, False)
+        prepared = c.prepare(item)
+        [email] = prepared.outgoing
+        real = email_tags.substitute(email.html, email.substitutions)
+        token = email.headers["List-Unsubscribe"][1:-1]
+        assert f'href="{token}">Leave' in real if c is not changed else token.upper() in real
+        assert "stand-in" not in real
+    assert verbatim.shared and not changed.shared and not untaggable.shared
+    assert verbatim.contents and not changed.contents and not untaggable.contents
 
 
 async def test_a_same_copy_send_keeps_its_content_once(

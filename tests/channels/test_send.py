@@ -442,8 +442,11 @@ class CapturingProvider(CountingProvider):
 async def test_a_campaign_batch_shares_content_with_per_recipient_substitutions(
     engine, workspaces, send_settings
 ):
-    """Same copy: the tracking URLs go as substitutions, so the content is the same for every
-    recipient (one SendGrid request); the ledger and the outbox keep each one's real content."""
+    """Same copy but for the recipient's own links (the template prints its preferences URL):
+    the tracking URLs and those links go as substitutions, so the content is the same for every
+    recipient (one SendGrid request); the ledger gives each message back as its recipient got
+    it, the outbox keeps each one's real content."""
+    from channels.compose import message_content
     from channels.email_tags import substitute
     from channels.links import LinkKind, verify
 
@@ -482,9 +485,13 @@ async def test_a_campaign_batch_shares_content_with_per_recipient_substitutions(
             o.message_id: o
             for o in (await session.execute(select(LocalOutboxMessage))).scalars().all()
         }
+        contents = {
+            m.id: await message_content(session, send_settings, m) for m in messages.values()
+        }
+    assert {m.content for m in messages.values()} == {None}  # kept once: `message_contents`
     for email in emails:
         assert len(email.substitutions) >= 4  # 1 click, the pixel, preferences, unsubscribe
-        content = unpack_content(messages[email.message_id].content)
+        content = contents[email.message_id]
         real = substitute(email.html, email.substitutions)
         assert content["html"] == real == outbox[email.message_id].html
         assert content["text"] == substitute(email.text, email.substitutions)
@@ -494,6 +501,9 @@ async def test_a_campaign_batch_shares_content_with_per_recipient_substitutions(
         assert click.message_id == email.message_id
         assert click.url.startswith("https://shop.example.com/sale?utm_source=waymark")
         assert email.headers["List-Unsubscribe"].startswith("<https://wm.example.com/l/u/")
+        [url] = [t for t in real.split('"') if t.startswith("https://wm.example.com/l/p/")]
+        preferences = verify(send_settings, url.rsplit("/", 1)[1], LinkKind.preferences)
+        assert preferences.message_id == email.message_id
 
 
 async def test_a_partly_sent_call_records_what_went_out(engine, workspaces, send_settings):
