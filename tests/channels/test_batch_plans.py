@@ -149,3 +149,19 @@ async def test_new_rows_and_the_gate_probe_profiles_and_consents_by_key(engine, 
             },
         )
         _by_primary_key("\n".join(row[0] for row in plan), "consents")
+
+
+async def test_a_batch_s_ledger_keys_are_probed_one_by_one(engine, stale):
+    """`find_many` looks each key up in the unique index (workspace, key): with stale
+    statistics, `idempotency_key = ANY(keys)` was a filter over every message of the workspace
+    (1,000 keys compared with each: 2.4 s per batch at 40,000 messages, growing each batch)."""
+    ws, ids, profile_ids = stale
+    keys = [f"k:{p}" for p in profile_ids]
+    with Plans(engine) as explained:
+        async with session_scope(engine) as session:
+            await ledger_new.find_many(session, ws, keys)
+    [plan] = explained.plans
+    scans = [line for line in plan.splitlines() if " on messages" in line]
+    assert scans and all("Index Scan using uq_messages_idempotency_key" in s for s in scans)
+    conditions = [line for line in plan.splitlines() if "Index Cond" in line]
+    assert "Filter" not in plan and all("idempotency_key)::text = k.key" in c for c in conditions)
