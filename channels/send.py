@@ -100,7 +100,6 @@ EMAIL_BATCH = 1000  # SendGrid: at most 1,000 personalizations per request
 SMS_BATCH = 500  # one provider call and one commit of outcomes per this many SMS
 RAMP = 8  # the first chunk of a send is 1/RAMP of a full one (see `_chunks`)
 RAMP_MIN = 32  # ... and never smaller than this
-IN_FLIGHT = 2  # chunks of a send with the provider at once (its request gate bounds requests)
 YIELD_EVERY = 32  # recipients rendered between two yields to the event loop
 SETTLED = frozenset(MessageStatus) - {MessageStatus.queued, MessageStatus.sending}
 _STATUS = {
@@ -516,47 +515,42 @@ class _Sender:
         return getattr(self.providers, self.spec.channel.value)
 
     async def _pipeline(self, sendable: list[Item], heartbeat) -> None:
-        """Render and claim chunk N+1 while chunk N is with the provider, and hand it over as
-        soon as it is claimed: up to `IN_FLIGHT` chunks with the provider at once, whose
-        request gate (`channels.providers.common.RequestGate`) bounds the requests in flight,
-        so the provider never waits for a claim.
+        """Render and claim chunk N+1 while chunk N is with the provider (one call in flight).
 
         A chunk is claimed (committed) before its provider call, as always. When a call stays
-        unavailable, no chunk is handed over after it (one claimed meanwhile is handed back),
-        and later chunks are never claimed: all of them are `queued` for the retry (new keys
-        of later chunks have no row yet)."""
+        unavailable, the chunk claimed meanwhile is handed back too, and later chunks were
+        never claimed: all of them are `queued` for the retry (new keys of later chunks have
+        no row yet)."""
         size = EMAIL_BATCH if self.spec.channel == Channel.email else SMS_BATCH
         self.delivered = 0
         self.recording: list[asyncio.Task] = []
         if not sendable:
             return
         self.composer = self._composer()
-        in_flight: list[asyncio.Task] = []
+        in_flight: asyncio.Task | None = None
         try:
             # Emails go in full chunks (one SendGrid request per 1,000): splitting them did
             # not pay off in `bench.send` (rendering, not waiting, is their cost).
             ramp = RAMP if self.spec.channel != Channel.email else 1
             for start, end in _chunks(len(sendable), size, ramp):
                 claimed = await self._render_and_claim(sendable[start:end])
-                failed = [t for t in in_flight if t.done() and t.exception() is not None]
-                while len(in_flight) >= IN_FLIGHT or failed:
-                    task = in_flight.pop(0)
+                if in_flight is not None:
+                    task, in_flight = in_flight, None
                     try:
                         await task
                     except ProviderUnavailable as exc:
                         await self._hand_back(claimed, str(exc))
                         raise
-                    failed = [t for t in failed if t is not task]
                 if claimed:
-                    in_flight.append(asyncio.create_task(self._deliver(claimed, heartbeat)))
-            while in_flight:
-                await in_flight.pop(0)
+                    in_flight = asyncio.create_task(self._deliver(claimed, heartbeat))
+            if in_flight is not None:
+                task, in_flight = in_flight, None
+                await task
         finally:
-            if in_flight:  # preparing the next chunk, or another call, failed: let these finish
-                await asyncio.wait(in_flight)
-                for task in in_flight:
-                    if not task.cancelled():
-                        task.exception()  # retrieved; the first error is the one raised
+            if in_flight is not None:  # preparing the next chunk failed: let this call finish
+                await asyncio.wait([in_flight])
+                if not in_flight.cancelled():
+                    in_flight.exception()  # retrieved; the preparing error is the one raised
             # Answers are recorded while the next chunk is with the provider; all of them are
             # recorded before this returns (or raises).
             recorded = await asyncio.gather(*self.recording, return_exceptions=True)

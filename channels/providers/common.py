@@ -58,32 +58,14 @@ async def with_retries(
     raise AssertionError("unreachable")
 
 
-class RequestGate:
-    """At most `limit` requests of one provider at a time, across all its calls: the send path
-    may have two chunks of a send with the provider at once (`channels.send`), and the gate,
-    not the chunk, bounds the requests in flight."""
-
-    def __init__(self, limit: int = CONCURRENCY) -> None:
-        self.limit = limit
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._semaphore: asyncio.Semaphore | None = None
-
-    def semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()  # a semaphore serves one event loop
-        if self._semaphore is None or self._loop is not loop:
-            self._loop, self._semaphore = loop, asyncio.Semaphore(self.limit)
-        return self._semaphore
-
-
 async def run_bounded(
-    jobs: Iterable[Callable[[], Awaitable[list[SendResult]]]], gate: RequestGate | int = CONCURRENCY
+    jobs: Iterable[Callable[[], Awaitable[list[SendResult]]]], limit: int = CONCURRENCY
 ) -> list[SendResult]:
-    """Run request jobs at most `gate`'s limit at a time (the provider's, shared by its calls;
-    or a number for this call alone); results in job order.
+    """Run request jobs at most `limit` at a time; results in job order.
 
     When some jobs stay unavailable, raises PartlySent with the others' results; when some
     got no answer after sending, OutcomeUnknown (with the others' results), never a retry."""
-    semaphore = (gate if isinstance(gate, RequestGate) else RequestGate(gate)).semaphore()
+    semaphore = asyncio.Semaphore(limit)
 
     async def one(job: Callable[[], Awaitable[list[SendResult]]]) -> list[SendResult]:
         async with semaphore:

@@ -36,7 +36,6 @@ from channels.email_tags import substitute
 from channels.providers.common import (
     CONCURRENCY,
     RETRY_DELAYS,
-    RequestGate,
     Retryable,
     retry_after_seconds,
     run_bounded,
@@ -155,7 +154,7 @@ class SendGridEmailProvider:
         self.default_from_email = default_from_email
         self.default_from_name = default_from_name
         self.default_reply_to = default_reply_to
-        self.gate = RequestGate(concurrency)
+        self.concurrency = concurrency
         self.retry_delays = retry_delays
 
     async def send_emails(self, emails: list[OutgoingEmail]) -> list[SendResult]:
@@ -172,7 +171,7 @@ class SendGridEmailProvider:
             r.message_id: r
             for r in await run_bounded(
                 (lambda batch=batch: self._send_batch(batch) for batch in batches),
-                self.gate,
+                self.concurrency,
             )
         }
         return [by_id[email.message_id] for email in emails]

@@ -25,7 +25,6 @@ from channels.base import OutcomeUnknown, OutgoingSms, SendResult, SendStatus
 from channels.providers.common import (
     CONCURRENCY,
     RETRY_DELAYS,
-    RequestGate,
     Retryable,
     run_bounded,
     with_retries,
@@ -76,7 +75,7 @@ class TwilioSmsProvider:
         self.from_number = from_number
         self.messaging_service_sid = messaging_service_sid
         self.whatsapp = whatsapp  # every message of this provider goes out over WhatsApp
-        self.gate = RequestGate(concurrency)
+        self.concurrency = concurrency
         self.retry_delays = retry_delays
 
         self._http: AsyncTwilioHttpClient | None = None
@@ -107,7 +106,9 @@ class TwilioSmsProvider:
             return await self._send_all(self._messages_api(http), messages)
 
     async def _send_all(self, api, messages: list[OutgoingSms]) -> list[SendResult]:
-        return await run_bounded((lambda m=m: self._send_one(api, m) for m in messages), self.gate)
+        return await run_bounded(
+            (lambda m=m: self._send_one(api, m) for m in messages), self.concurrency
+        )
 
     def request_params(self, message: OutgoingSms) -> dict[str, str]:
         """The Messages API parameters for one message (SDK names)."""

@@ -21,7 +21,6 @@ from channels.base import OutgoingPush, SendResult, SendStatus
 from channels.providers.common import (
     CONCURRENCY,
     RETRY_DELAYS,
-    RequestGate,
     Retryable,
     retry_after_seconds,
     run_bounded,
@@ -56,7 +55,7 @@ class WebPushProvider:
         self.vapid = Vapid02.from_pem(vapid_private_key.encode())
         self.subject = vapid_subject
         self.engine = engine
-        self.gate = RequestGate(concurrency)
+        self.concurrency = concurrency
         self.retry_delays = retry_delays
 
     async def send_push(self, messages: list[OutgoingPush]) -> list[SendResult]:
@@ -64,7 +63,7 @@ class WebPushProvider:
             return []
         async with aiohttp.ClientSession() as http:
             return await run_bounded(
-                (lambda m=m: self._send_one(http, m) for m in messages), self.gate
+                (lambda m=m: self._send_one(http, m) for m in messages), self.concurrency
             )
 
     async def _send_one(
