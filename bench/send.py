@@ -1,6 +1,6 @@
 """Benchmark: the full send path (gate, render, ledger, provider SDK) against raw SDK loops.
 
-    .venv/bin/python -m bench.send [--recipients 10000] [--rounds 2]
+    .venv/bin/python -m bench.send [--recipients 10000] [--rounds 1]
 
 10,000 email and 10,000 SMS recipients go through `channels.send.send_many` (the campaign
 activity's code, batches of 1,000) with real SendGrid / Twilio credentials pointed at a fast
@@ -19,10 +19,11 @@ SendGrid 1,000 personalizations per request, Twilio one request per message (one
 AsyncTwilioHttpClient, as the provider) with the messages as the full path sends them (the
 link a signed click URL, a status callback with a message id: the SDK URL-encodes every
 character, so lengths matter), made before the clock starts; and, for reference with earlier
-runs, with short messages (a plain link, a short callback). The ways take turns in rounds
-(`--rounds`, each on a slice of the recipients, after an uncounted warm-up round), so a load
-that changes meanwhile weighs on all of them alike. Start-up objects are frozen out of the
-garbage collector's sight first, as the worker does (`core.runtime`).
+runs, with short messages (a plain link, a short callback). The ways run after an uncounted warm-up
+round, each in turn; `--rounds N` makes them take turns N times, each on 1/N of the recipients,
+so that a load that changes meanwhile weighs on all of them alike (the default, 1, sends each
+way's 10,000 as one campaign would: waves of 4, 4 and 2 batches). Start-up objects are
+frozen out of the garbage collector's sight first, as the worker does (`core.runtime`).
 Prints messages/s for each, the ratios, the load average, and whether
 issue #5's targets are met (SMS full path >= 0.5x its raw loop; email batching, as a campaign
 sends the same copy, >= 10x the per-recipient raw loop).
@@ -394,9 +395,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="the ways take turns, each on 1/rounds of them (2: 5,000 each, a campaign's wave"
-        " of 4 batches and one more)",
+        default=1,
+        help="the ways take turns, each on 1/rounds of them (1: each way sends to all of them,"
+        " as one campaign of 10,000: waves of 4, 4 and 2 batches)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="waymark-bench-send-") as tmp, ExitStack() as stack:
