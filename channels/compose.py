@@ -176,7 +176,7 @@ class Composer:
         self._rendered: Rendered | TemplateError | None = None
         # The same-copy email tagged once, with its `message_contents` id and hash (False:
         # it cannot hold tags); `contents`: what the claims must store (id → content, hash).
-        self._shared_email: tuple[SharedEmail, uuid.UUID, str] | bool | None = None
+        self._shared_email: tuple[SharedEmail, str, str] | bool | None = None
         self.contents: dict[uuid.UUID, tuple[bytes, str]] = {}
 
     # -- rendering ---------------------------------------------------------------------------
@@ -267,7 +267,7 @@ class Composer:
             return self._text(item, rendered)
         return self._push(item, rendered)
 
-    def _shared(self, rendered: Rendered) -> tuple[SharedEmail, uuid.UUID, str] | None:
+    def _shared(self, rendered: Rendered) -> tuple[SharedEmail, str, str] | None:
         """The same-copy email, tagged once and packed for `message_contents`."""
         if self._shared_email is None:
             html = rendered.html or ""
@@ -287,7 +287,7 @@ class Composer:
                 content, digest = pack(parts)
                 content_id = uuid.uuid5(self.workspace_id, digest)
                 self.contents[content_id] = (content, digest)
-                self._shared_email = (shared, content_id, digest)
+                self._shared_email = (shared, str(content_id), digest)
         return self._shared_email or None  # type: ignore[return-value]
 
     def _email_shared(
@@ -307,20 +307,16 @@ class Composer:
         if email_tags.looks_tagged(subs):
             html, text, subs = substitute(html, subs), substitute(text, subs), {}
         subject = rendered.subject or ""
+        ref = str(mid)
+        email = self._outgoing_email(item, ref, subject, html, text, subs, unsubscribe)
         claim = Outgoing(mid, item.profile.email, subject, None, digest, self.provider, content_id)
-        return Prepared(
-            item,
-            [self._outgoing_email(item, subject, html, text, subs, unsubscribe)],
-            claim,
-            str(mid),
-        )
+        return Prepared(item, [email], claim, ref)
 
     def _outgoing_email(
-        self, item: Item, subject: str, html: str, text: str, subs, unsubscribe
+        self, item: Item, ref: str, subject: str, html: str, text: str, subs, unsubscribe
     ) -> OutgoingEmail:
-        mid = item.message_id
         return OutgoingEmail(
-            message_id=mid,
+            message_id=item.message_id,
             to=item.profile.email,
             from_email=self.sender["from_email"],  # type: ignore[arg-type]
             from_name=self.sender["from_name"],
@@ -331,7 +327,7 @@ class Composer:
             headers={} if self.transactional else links.unsubscribe_headers(unsubscribe),
             categories=self.categories,
             custom_args={
-                "waymark_message_id": str(mid),
+                "waymark_message_id": ref,
                 "waymark_workspace_id": self.workspace_ref,
                 "waymark_profile_id": str(item.profile.id),
             },
@@ -362,7 +358,7 @@ class Composer:
         )
         subject = rendered.subject or ""
         email = self._outgoing_email(
-            item, subject, tagged.html, tagged.text, tagged.substitutions, unsubscribe
+            item, ref, subject, tagged.html, tagged.text, tagged.substitutions, unsubscribe
         )
         # The ledger keeps the content as the recipient gets it (substitutions applied).
         parts = {"subject": subject, "preheader": rendered.preheader}

@@ -44,13 +44,14 @@ _COLUMNS = (
     "template_id, source_type"
 )
 # One probe of the unique index (workspace, key) per key, in a LATERAL subquery (OFFSET 0: not
-# flattened). As `idempotency_key = ANY(:keys)`, a workspace whose statistics are stale (its
-# rows grew since the last ANALYZE: a campaign's own batches) was read whole through the index's
-# first column, every row compared with every key: 2.4 s per 1,000 keys at 40,000 messages,
-# growing with each batch (see "Batch statements and stale statistics", docs/ARCHITECTURE.md).
+# flattened); the keys as JSON text (json.dumps is C, psycopg quotes array elements in Python).
+# As `idempotency_key = ANY(:keys)`, a workspace whose statistics are stale (its rows grew since
+# the last ANALYZE: a campaign's own batches) was read whole through the index's first column,
+# every row compared with every key: 2.4 s per 1,000 keys at 40,000 messages, growing with each
+# batch (see "Batch statements and stale statistics", docs/ARCHITECTURE.md).
 _FIND = text(
     f"""
-    SELECT found.* FROM unnest(CAST(:keys AS text[])) AS k(key)
+    SELECT found.* FROM jsonb_array_elements_text(CAST(:keys AS jsonb)) AS k(key)
     CROSS JOIN LATERAL (
         SELECT {_COLUMNS} FROM messages
         WHERE workspace_id = :ws AND idempotency_key = k.key OFFSET 0
@@ -177,7 +178,7 @@ class Outgoing:
     content: bytes | None  # None when the content is shared (`content_id`)
     content_sha256: str
     provider: str
-    content_id: uuid.UUID | None = None  # `message_contents` (see `models.messages`)
+    content_id: str | None = None  # `message_contents` id, as text (see `models.messages`)
 
 
 def outgoing_row(o: Outgoing) -> dict[str, Any]:
@@ -191,7 +192,7 @@ def outgoing_row(o: Outgoing) -> dict[str, Any]:
     if o.content is not None:
         row["content"] = base64.b64encode(o.content).decode()
     if o.content_id is not None:
-        row["content_id"] = str(o.content_id)
+        row["content_id"] = o.content_id
     return row
 
 

@@ -11,6 +11,7 @@ provider: a key another attempt wrote meanwhile is not written again (nor sent).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ async def find_many(
     """The rows that exist for these keys, by key (the columns the send path reads)."""
     if not keys:
         return {}
-    rows = await session.execute(_FIND, {"ws": workspace_id, "keys": list(keys)})
+    rows = await session.execute(_FIND, {"ws": workspace_id, "keys": json.dumps(list(keys))})
     return {row.idempotency_key: row for row in rows}
 
 

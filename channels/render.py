@@ -404,6 +404,25 @@ def render_sample(
     return render(template, context)
 
 
+# The profile's own fields as templates see them (`profile_context`); anything else a template
+# reads of the profile comes from its `properties`.
+PROFILE_FIELDS = frozenset(
+    {
+        "id", "external_id", "email", "phone", "first_name", "last_name", "full_name",
+        "timezone", "locale", "country", "region", "city", "postal_code",
+    }
+)  # fmt: skip
+
+
+def reads_properties(template: TemplateSource) -> bool:
+    """Whether rendering `template` may read the profile's `properties` (a property by name, the
+    profile as a whole, a computed key): when not, the send path does not load them."""
+    if shared_links(template) is not None:
+        return False
+    fields = profile_fields_used(template)
+    return fields is None or not fields <= PROFILE_FIELDS
+
+
 def profile_context(profile: Profile) -> dict[str, Any]:
     """A profile as templates see it: reserved fields, `properties`, and each property at the
     top level unless a reserved field has its name."""

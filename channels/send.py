@@ -61,7 +61,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import null, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from activities.channels import (
@@ -76,7 +76,7 @@ from channels import gate, ledger, ledger_new
 from channels.base import OutcomeUnknown, ProviderUnavailable, SendResult, SendStatus
 from channels.compose import Composer, Item, Prepared, unpack_content
 from channels.metrics import RECEIVED
-from channels.render import TemplateError
+from channels.render import TemplateError, reads_properties
 from channels.settings import ChannelSettings, load_channel_settings
 from core.db import session_factory
 from models import Channel, MessageStatus, Profile, PushSubscription, Workspace
@@ -227,10 +227,15 @@ class _Sender:
                 )
             )
         ).scalar_one_or_none()
-        # Core rows (attributes, no ORM identity map): what the gate and templates read.
+        # Core rows (attributes, no ORM identity map): what the gate and templates read; the
+        # profiles' properties (JSON, as large as a shop makes them) only when the template may
+        # read them.
+        columns = PROFILE_COLUMNS
+        if self.template is not None and not reads_properties(self.template):
+            columns = [*PROFILE_COLUMNS[:-1], null().label("properties")]
         ids = json.dumps([str(i) for i in profile_ids])
         rows = await session.execute(
-            select(*PROFILE_COLUMNS).where(_BATCH_PROFILES.bindparams(ids=ids, ws=str(ws)))
+            select(*columns).where(_BATCH_PROFILES.bindparams(ids=ids, ws=str(ws)))
         )
         self.profiles = {p.id: p for p in rows}
         self.subscriptions: dict[uuid.UUID, list[PushSubscription]] = {}

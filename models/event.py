@@ -7,10 +7,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import BigInteger, Column, ForeignKey, Identity, Index, Numeric
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from models.base import created_at_field, jsonb_field, workspace_fk, workspace_pk
+from models.base import created_at_field, jsonb_field, workspace_of_parent, workspace_pk
 from models.profile import profile_fk
 
 
@@ -33,7 +33,7 @@ class Event(SQLModel, table=True):
         default=None,
         sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
     )
-    workspace_id: uuid.UUID = workspace_fk(index=False)
+    workspace_id: uuid.UUID = workspace_of_parent()  # the profile's
     profile_id: uuid.UUID = profile_fk()
     metric: str = Field(max_length=255)
     message_id: str = Field(max_length=255)
@@ -56,7 +56,7 @@ class EventOutbox(SQLModel, table=True):
     event_id: int = Field(
         sa_column=Column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
     )
-    workspace_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    workspace_id: uuid.UUID = workspace_of_parent()
     created_at: datetime = created_at_field()
 
 

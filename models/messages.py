@@ -36,7 +36,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 
-from models.base import created_at_field, id_field, jsonb_field, tz_field, workspace_fk
+from models.base import (
+    created_at_field,
+    id_field,
+    jsonb_field,
+    tz_field,
+    workspace_fk,
+    workspace_of_parent,
+)
 from models.profile import Channel, profile_fk
 
 
@@ -120,7 +127,7 @@ class Message(SQLModel, table=True):
     )
 
     id: uuid.UUID = id_field()
-    workspace_id: uuid.UUID = workspace_fk(index=False)
+    workspace_id: uuid.UUID = workspace_of_parent()  # the profile's
     profile_id: uuid.UUID = profile_fk()
     channel: Channel = Field(sa_type=String(16))
     source_type: SourceType = Field(sa_type=String(16))
@@ -196,7 +203,7 @@ class MessageEvent(SQLModel, table=True):
             UUID(as_uuid=True), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
         )
     )
-    workspace_id: uuid.UUID = workspace_fk(index=False)
+    workspace_id: uuid.UUID = workspace_of_parent()  # the message's
     status: str = Field(max_length=32)
     occurred_at: datetime = created_at_field()
     detail: dict = jsonb_field()

@@ -408,3 +408,42 @@ async def test_a_same_copy_send_keeps_its_content_once(
         assert (await message_content(session, send_settings, left[0]))["html"] == outbox[
             left[0].id
         ].html
+
+
+async def test_profile_properties_are_loaded_when_the_template_reads_them(
+    engine,
+    workspaces,
+    send_settings,  # noqa: F811
+):
+    """The send path loads the profiles' properties only for a template that may read them,
+    and such a template renders them."""
+    from channels.render import reads_properties
+
+    def reads(html: str) -> bool:
+        return reads_properties(TemplateParts(channel=Channel.email, subject="Hi", html=html))
+
+    assert not reads("<p>{{ profile.first_name }} {{ profile['email'] }}</p>")
+    assert not reads("<p>{{ workspace.name }} {{ unsubscribe_url }}</p>")
+    assert reads("<p>{{ profile.tier }}</p>") and reads("<p>{{ profile.properties.tier }}</p>")
+    assert reads("<p>{{ profile }}</p>") and reads("{% for k in profile %}{{ k }}{% endfor %}")
+
+    ws = await _workspace(engine, workspaces)
+    template_id = await _template(
+        engine, ws, subject="Hi", html="<p>{{ profile.tier }} member {{ profile.first_name }}</p>"
+    )
+    profile = await _named(engine, ws, "Ann")
+    async with session_scope(engine) as session:
+        row = await session.get(Profile, profile.id)
+        row.properties = {"tier": "gold"}
+    provider = CapturingProvider(engine, ws.id)
+    input = SendMessagesInput(
+        workspace_id=ws.id,
+        channel=Channel.email,
+        template_id=template_id,
+        profile_ids=[profile.id],
+        idempotency_prefix=f"campaign-message:{uuid.uuid4()}",
+    )
+    result = await send_many(engine, send_settings, input, providers=_providers(provider))
+    assert result.sent == 1
+    [email] = provider.emails
+    assert "gold member Ann" in email_tags.substitute(email.html, email.substitutions)
