@@ -7,8 +7,9 @@ by `provider_message_id` or by the Waymark message id they carry.
 Rendered content is kept compactly: `content` is the zlib-compressed JSON of every rendered part
 (subject, preheader, html, text, body, push title/url) exactly as handed to the provider, and
 `content_sha256` its hash. An email of the same copy for every recipient of a send (a template
-that reads nothing of the recipient) keeps its content once instead, in `message_contents`: the
-content with each recipient's signed URLs as tags, which `content_id` references and
+that reads nothing of the recipient but, maybe, its own unsubscribe and preference links) keeps
+its content once instead, in `message_contents`: the content with each recipient's signed URLs
+as tags, which `content_id` references (and `content_sha256` is then that content's hash) and
 `channels.compose.message_content` fills in again from the message's own ids (a signed URL is a
 function of the workspace's key and the ids, so nothing per recipient needs storing). That row
 holds nothing of any recipient, and stays when a profile is erased. A retention job may null
