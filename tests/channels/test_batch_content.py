@@ -447,3 +447,52 @@ async def test_profile_properties_are_loaded_when_the_template_reads_them(
     assert result.sent == 1
     [email] = provider.emails
     assert "gold member Ann" in email_tags.substitute(email.html, email.substitutions)
+
+
+async def test_a_same_copy_email_handed_back_is_sent_again_with_its_shared_content(
+    engine,
+    workspaces,
+    send_settings,  # noqa: F811
+):
+    """A batch the provider could not take goes back to `queued`; the retry claims the rows
+    again (`queued → sending`) with the shared content, and sends each once."""
+    from channels.base import ProviderUnavailable
+    from channels.compose import message_content
+
+    ws = await _workspace(engine, workspaces)
+    html = '<a href="https://shop.example.com/">Shop</a> <a href="{{ unsubscribe_url }}">Leave</a>'
+    template_id = await _template(engine, ws, subject="Sale", html=html)
+    profiles = [await _named(engine, ws, "Ann") for _ in range(3)]
+    provider = CapturingProvider(engine, ws.id)
+    provider.unavailable = 1
+    input = SendMessagesInput(
+        workspace_id=ws.id,
+        channel=Channel.email,
+        template_id=template_id,
+        profile_ids=[p.id for p in profiles],
+        idempotency_prefix=f"campaign-message:{uuid.uuid4()}",
+    )
+    with pytest.raises(ProviderUnavailable):
+        await send_many(engine, send_settings, input, providers=_providers(provider))
+    async with session_scope(engine) as session:
+        rows = (
+            await session.execute(select(Message).where(Message.workspace_id == ws.id))
+        ).scalars()
+        assert {(m.status, m.content_id is not None) for m in rows} == {("queued", True)}
+
+    result = await send_many(engine, send_settings, input, providers=_providers(provider))
+    handed_back, sent = provider.emails[:3], provider.emails[3:]  # the same rows, sent once
+    assert result.sent == 3 and sorted(provider.calls) == sorted(e.message_id for e in sent)
+    assert {e.message_id for e in handed_back} == {e.message_id for e in sent}
+    async with session_scope(engine) as session:
+        messages = (
+            (await session.execute(select(Message).where(Message.workspace_id == ws.id)))
+            .scalars()
+            .all()
+        )
+        assert {(m.status, m.content) for m in messages} == {("sent", None)}
+        for email in sent:
+            [message] = [m for m in messages if m.id == email.message_id]
+            content = await message_content(session, send_settings, message)
+            assert content["html"] == email_tags.substitute(email.html, email.substitutions)
+            assert email.headers["List-Unsubscribe"][1:-1] in content["html"]
