@@ -56,6 +56,17 @@ async def _named(engine, ws, first_name: str) -> Profile:
     return profile
 
 
+def _emails(ws, template_id, profiles, prefix: str | None = None) -> SendMessagesInput:
+    """A campaign batch of emails to `profiles` (keys under `prefix`, a new one by default)."""
+    return SendMessagesInput(
+        workspace_id=ws.id,
+        channel=Channel.email,
+        template_id=template_id,
+        profile_ids=[p.id for p in profiles],
+        idempotency_prefix=prefix or f"campaign-message:{uuid.uuid4()}",
+    )
+
+
 async def test_emails_that_differ_only_in_names_share_one_request(
     engine,
     workspaces,
@@ -71,13 +82,7 @@ async def test_emails_that_differ_only_in_names_share_one_request(
     special = ["O'Brien", "body", "Sale"]
     profiles = {name: await _named(engine, ws, name) for name in plain + special}
     provider = CapturingProvider(engine, ws.id)
-    input = SendMessagesInput(
-        workspace_id=ws.id,
-        channel=Channel.email,
-        template_id=template_id,
-        profile_ids=[p.id for p in profiles.values()],
-        idempotency_prefix=f"campaign-message:{uuid.uuid4()}",
-    )
+    input = _emails(ws, template_id, profiles.values())
 
     result = await send_many(engine, send_settings, input, providers=_providers(provider))
 
@@ -354,13 +359,7 @@ async def test_a_same_copy_send_keeps_its_content_once(
     provider = CapturingProvider(engine, ws.id)
     prefix = f"campaign-message:{uuid.uuid4()}"
     for batch in (profiles[:3], profiles[3:]):  # two batches of one send
-        input = SendMessagesInput(
-            workspace_id=ws.id,
-            channel=Channel.email,
-            template_id=template_id,
-            profile_ids=[p.id for p in batch],
-            idempotency_prefix=prefix,
-        )
+        input = _emails(ws, template_id, batch, prefix)
         result = await send_many(engine, send_settings, input, providers=_providers(provider))
         assert result.sent == len(batch)
 
@@ -436,13 +435,7 @@ async def test_profile_properties_are_loaded_when_the_template_reads_them(
         row = await session.get(Profile, profile.id)
         row.properties = {"tier": "gold"}
     provider = CapturingProvider(engine, ws.id)
-    input = SendMessagesInput(
-        workspace_id=ws.id,
-        channel=Channel.email,
-        template_id=template_id,
-        profile_ids=[profile.id],
-        idempotency_prefix=f"campaign-message:{uuid.uuid4()}",
-    )
+    input = _emails(ws, template_id, [profile])
     result = await send_many(engine, send_settings, input, providers=_providers(provider))
     assert result.sent == 1
     [email] = provider.emails
@@ -465,13 +458,7 @@ async def test_a_same_copy_email_handed_back_is_sent_again_with_its_shared_conte
     profiles = [await _named(engine, ws, "Ann") for _ in range(3)]
     provider = CapturingProvider(engine, ws.id)
     provider.unavailable = 1
-    input = SendMessagesInput(
-        workspace_id=ws.id,
-        channel=Channel.email,
-        template_id=template_id,
-        profile_ids=[p.id for p in profiles],
-        idempotency_prefix=f"campaign-message:{uuid.uuid4()}",
-    )
+    input = _emails(ws, template_id, profiles)
     with pytest.raises(ProviderUnavailable):
         await send_many(engine, send_settings, input, providers=_providers(provider))
     async with session_scope(engine) as session:
