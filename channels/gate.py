@@ -75,15 +75,19 @@ _FACTS = text(
            (SELECT c.state FROM consents c
             WHERE c.profile_id = x.id AND c.channel = :channel
               AND CAST(c.workspace_id AS text) = CAST(:ws AS text)) AS state,
+           -- The suppression and Smart Sending checks probe their index per recipient too
+           -- (OFFSET 0: EXISTS is not turned into a hashed subplan, which read every
+           -- suppression, and every message the workspace sent within the window, once per
+           -- batch: a campaign's own sends, more with every batch).
            EXISTS (SELECT 1 FROM suppressions s
                    WHERE s.workspace_id = :ws AND s.channel = :channel
-                     AND s.address = x.address) AS suppressed,
+                     AND s.address = x.address OFFSET 0) AS suppressed,
            -- Smart Sending's lookup only when the decision reads it.
            CASE WHEN CAST(:smart AS boolean) THEN
                EXISTS (SELECT 1 FROM messages m
                        WHERE m.workspace_id = :ws AND m.profile_id = x.id
                          AND m.channel = :channel AND NOT m.transactional
-                         AND m.sent_at IS NOT NULL AND m.sent_at > :since)
+                         AND m.sent_at IS NOT NULL AND m.sent_at > :since OFFSET 0)
            ELSE false END AS recently_sent,
            CASE WHEN :channel = 'push' THEN
                EXISTS (SELECT 1 FROM push_subscriptions ps

@@ -165,3 +165,30 @@ async def test_a_batch_s_ledger_keys_are_probed_one_by_one(engine, stale):
     assert scans and all("Index Scan using uq_messages_idempotency_key" in s for s in scans)
     conditions = [line for line in plan.splitlines() if "Index Cond" in line]
     assert "Filter" not in plan and all("idempotency_key)::text = k.key" in c for c in conditions)
+
+
+async def test_the_gate_probes_suppressions_and_smart_sending_per_recipient(engine, stale):
+    """Suppressions and Smart Sending's "sent within the window" are looked up per recipient in
+    their index: as hashed subplans, they read every suppression and every message the
+    workspace sent within the window (a campaign's own sends) once per batch."""
+    ws, _, profile_ids = stale
+    async with session_scope(engine) as session:
+        rows = await session.execute(
+            text("EXPLAIN " + gate._FACTS.text),
+            {
+                "ws": ws,
+                "channel": "email",
+                "since": NOW,
+                "smart": True,
+                "rows": json.dumps([[str(p), f"{p}@example.com"] for p in profile_ids]),
+            },
+        )
+        plan = "\n".join(row[0] for row in rows)
+    assert "hashed" not in plan.lower(), plan
+    lines = plan.splitlines()
+    for index, probe in (
+        ("ix_messages_smart_sending", "profile_id = "),
+        ("suppressions_pkey", "address = "),
+    ):
+        [at] = [n for n, line in enumerate(lines) if f"using {index} on" in line]
+        assert probe in lines[at + 1], plan
