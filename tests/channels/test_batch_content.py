@@ -483,3 +483,12 @@ async def test_a_same_copy_email_handed_back_is_sent_again_with_its_shared_conte
             content = await message_content(session, send_settings, message)
             assert content["html"] == email_tags.substitute(email.html, email.substitutions)
             assert email.headers["List-Unsubscribe"][1:-1] in content["html"]
+
+
+def test_the_profile_fields_are_those_templates_see():
+    """`PROFILE_FIELDS` (what a template may read without the properties) is exactly the
+    profile's own part of `profile_context`."""
+    from channels.render import PROFILE_FIELDS, profile_context
+
+    profile = SimpleNamespace(**{column.key: None for column in PROFILE_COLUMNS})
+    assert set(profile_context(profile)) - {"properties"} == PROFILE_FIELDS
