@@ -30,6 +30,7 @@ from channels.email_tags import SharedEmail, substitute
 from channels.ledger import Outgoing
 from channels.links import LinkKind
 from channels.render import (
+    LINK_NAMES,
     PARTS,
     RenderContext,
     Rendered,
@@ -126,8 +127,7 @@ def _names_used(template: Any) -> frozenset[str]:
     """The per-recipient link variables a template's sources mention (by name: templates
     cannot build variable names). Those it does not mention are not signed for it."""
     sources = [getattr(template, part) or "" for part in PARTS.get(Channel(template.channel), ())]
-    names = ("unsubscribe_url", "preferences_url")
-    return frozenset(n for n in names if any(n in source for source in sources))
+    return frozenset(n for n in LINK_NAMES if any(n in source for source in sources))
 
 
 class Composer:

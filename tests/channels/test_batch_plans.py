@@ -110,6 +110,16 @@ def _by_primary_key(plan: str, table: str) -> None:
         ), plan
 
 
+async def _gate_plan(engine, ws, rows: list, *, smart: bool = False) -> str:
+    """The gate's plan for a batch of [profile id, address] rows."""
+    params = {"ws": ws, "channel": "email", "since": NOW, "smart": smart}
+    async with session_scope(engine) as session:
+        plan = await session.execute(
+            text("EXPLAIN " + gate._FACTS.text), params | {"rows": json.dumps(rows)}
+        )
+        return "\n".join(row[0] for row in plan)
+
+
 async def test_message_transitions_probe_the_primary_key(engine, stale):
     ws, ids, _ = stale
     with Plans(engine) as explained:
@@ -137,18 +147,7 @@ async def test_new_rows_and_the_gate_probe_profiles_and_consents_by_key(engine, 
         async with session_scope(engine) as session:
             await ledger_new.insert_decided(session, ws, source, decided, NOW)
     _by_primary_key(explained.plans[0], "profiles")
-    async with session_scope(engine) as session:
-        plan = await session.execute(
-            text("EXPLAIN " + gate._FACTS.text),
-            {
-                "ws": ws,
-                "channel": "email",
-                "since": NOW,
-                "smart": False,
-                "rows": json.dumps([[str(p), None] for p in profile_ids]),
-            },
-        )
-        _by_primary_key("\n".join(row[0] for row in plan), "consents")
+    _by_primary_key(await _gate_plan(engine, ws, [[str(p), None] for p in profile_ids]), "consents")
 
 
 async def test_a_batch_s_ledger_keys_are_probed_one_by_one(engine, stale):
@@ -172,18 +171,8 @@ async def test_the_gate_probes_suppressions_and_smart_sending_per_recipient(engi
     their index: as hashed subplans, they read every suppression and every message the
     workspace sent within the window (a campaign's own sends) once per batch."""
     ws, _, profile_ids = stale
-    async with session_scope(engine) as session:
-        rows = await session.execute(
-            text("EXPLAIN " + gate._FACTS.text),
-            {
-                "ws": ws,
-                "channel": "email",
-                "since": NOW,
-                "smart": True,
-                "rows": json.dumps([[str(p), f"{p}@example.com"] for p in profile_ids]),
-            },
-        )
-        plan = "\n".join(row[0] for row in rows)
+    rows = [[str(p), f"{p}@example.com"] for p in profile_ids]
+    plan = await _gate_plan(engine, ws, rows, smart=True)
     assert "hashed" not in plan.lower(), plan
     lines = plan.splitlines()
     for index, probe in (
