@@ -303,13 +303,16 @@ class Bench:
         channel: str = "email",
         provider: bool = True,
         kill: bool = False,
+        kill_at: float = 0.4,
     ) -> RunResult:
+        """`kill`: SIGKILL the worker once the sink holds its answers, from `kill_at` of the
+        audience on (every batch in flight then reaches it and waits; later ones never start)."""
         tag = f"r{uuid.uuid4().hex[:8]}.example.com"
         workspace_id, headers, webhook_key = await self._workspace(name, channel, provider)
         list_id = _seed(self.settings.database_url, workspace_id, tag, n, channel)
         worker = await self._worker()
         if kill:
-            sink.call(self.sink_url, f"/stall?tag={tag}&at={int(n * 0.4)}", "POST")
+            sink.call(self.sink_url, f"/stall?tag={tag}&at={int(n * kill_at)}", "POST")
         url = await self._message(name, n, channel, headers, list_id)
         peak, killed, reported = 0.0, None, 0
         sink_tag = tag if channel == "email" else "sms4869"  # the raw loop texts +4860…

@@ -6,12 +6,13 @@
 activity's code, batches of 1,000) with real SendGrid / Twilio credentials pointed at a fast
 local HTTP sink (a separate process answering 202 + X-Message-Id, and a Twilio message JSON).
 Email runs three ways: the same copy for everyone (only the tracking links differ: recipients
-share requests through substitutions), one batch at a time and as a campaign sends it (waves of
-`PARALLEL_BATCHES` batches at once, `workflows.campaign_message`: at most that many requests in
-flight, fewer than the raw loop's 8); and with the first name in subject and body (the names go
+share requests through substitutions), one batch at a time and as a campaign sends it
+(`PARALLEL_BATCHES` batches in flight, the next starting as soon as one ends, as
+`workflows.campaign_message` does: at most that many requests in flight, fewer than the raw
+loop's 8); and with the first name in subject and body (the names go
 as substitutions and per-personalization subjects, so these share requests too), one batch at a
 time. SMS go one batch at a time: each batch sends 8 requests at once, as the raw loop does
-(a campaign's waves would have 32 in flight). The number of requests each full path made is
+(a campaign's 4 batches in flight would have 32). The number of requests each full path made is
 printed.
 The same process runs raw loops of the same SDK calls, at the providers' concurrency:
 SendGrid one request per recipient (the SDK's default client: a connection per request),
@@ -22,7 +23,7 @@ character, so lengths matter), made before the clock starts; and, for reference 
 runs, with short messages (a plain link, a short callback). The ways run after an uncounted warm-up
 round, each in turn; `--rounds N` makes them take turns N times, each on 1/N of the recipients,
 so that a load that changes meanwhile weighs on all of them alike (the default, 1, sends each
-way's 10,000 as one campaign would: waves of 4, 4 and 2 batches). Start-up objects are
+way's 10,000 as one campaign would: 10 batches, 4 in flight). Start-up objects are
 frozen out of the garbage collector's sight first, as the worker does (`core.runtime`).
 Prints messages/s for each, the ratios, the load average, and whether
 issue #5's targets are met (SMS full path >= 0.5x its raw loop; email batching, as a campaign
@@ -164,38 +165,39 @@ def _requests(base_url: str) -> dict[str, int]:
 
 
 async def full_path(
-    engine, settings, workspace_id, template_id, channel, ids, campaign_message_id, wave=1
+    engine, settings, workspace_id, template_id, channel, ids, campaign_message_id, in_flight=1
 ) -> tuple[float, dict[str, int]]:
     """Seconds to send to `ids` through `send_many` (batches of 1,000, as the campaign
-    activity; `wave` of them at once, as the campaign workflow), and the requests the sink
-    saw meanwhile."""
+    activity; `in_flight` of them at once, the next starting as soon as one ends, as the
+    campaign workflow), and the requests the sink saw meanwhile."""
     from activities.channels import SendMessagesInput
     from channels.send import send_many
 
+    window = asyncio.Semaphore(in_flight)
+
     async def batch(start: int):
-        return await send_many(
-            engine,
-            settings,
-            SendMessagesInput(
-                workspace_id=workspace_id,
-                channel=channel,
-                template_id=template_id,
-                profile_ids=ids[start : start + 1000],
-                idempotency_prefix=f"campaign-message:{campaign_message_id}",
-                campaign_message_id=campaign_message_id,
-                smart_sending=False,
-            ),
-        )
+        async with window:
+            return await send_many(
+                engine,
+                settings,
+                SendMessagesInput(
+                    workspace_id=workspace_id,
+                    channel=channel,
+                    template_id=template_id,
+                    profile_ids=ids[start : start + 1000],
+                    idempotency_prefix=f"campaign-message:{campaign_message_id}",
+                    campaign_message_id=campaign_message_id,
+                    smart_sending=False,
+                ),
+            )
 
     before = _requests(settings.sendgrid_base_url)
     started = time.perf_counter()
     sent = 0
-    starts = range(0, len(ids), 1000)
-    for first in range(0, len(starts), wave):
-        for result in await asyncio.gather(*map(batch, starts[first : first + wave])):
-            sent += result.sent
-            if result.failed or result.skipped:
-                raise RuntimeError(f"unexpected: {result}")
+    for result in await asyncio.gather(*map(batch, range(0, len(ids), 1000))):
+        sent += result.sent
+        if result.failed or result.skipped:
+            raise RuntimeError(f"unexpected: {result}")
     elapsed = time.perf_counter() - started
     assert sent == len(ids), sent
     after = _requests(settings.sendgrid_base_url)
@@ -397,7 +399,7 @@ def main() -> None:
         type=int,
         default=1,
         help="the ways take turns, each on 1/rounds of them (1: each way sends to all of them,"
-        " as one campaign of 10,000: waves of 4, 4 and 2 batches)",
+        " as one campaign of 10,000: 10 batches, 4 in flight)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="waymark-bench-send-") as tmp, ExitStack() as stack:

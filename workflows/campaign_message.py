@@ -9,8 +9,9 @@ Started by `campaigns.scheduling.schedule_message` as a delayed workflow (id
    local due times, throttled waves, batch numbers) — an empty audience cancels the message
    with "no recipients";
 3. sends group by group (one durable timer per distinct due time: a local-time zone group or an
-   hourly throttled wave), a few batches at a time, each batch one activity that reads its rows
-   by `batch_no` and calls the send path's batch function;
+   hourly throttled wave), `PARALLEL_BATCHES` batches in flight (the next starts as soon as one
+   ends), each batch one activity that reads its rows by `batch_no` and calls the send path's
+   batch function;
 4. sends recipients held by quiet hours when their hold ends — between groups when it ends
    before the next group is due, else after the last one — then records the final status.
 
@@ -54,6 +55,9 @@ HOLD_RECHECK = timedelta(minutes=1)  # at least this between two sends of held r
 HELD_BEFORE_NEXT_GROUP = "held-before-next-group"
 # Patch: the loops that send held recipients continue-as-new when Temporal suggests it.
 HELD_CONTINUE_AS_NEW = "held-continue-as-new"
+# Patch: a group's batches go out `PARALLEL_BATCHES` in flight, the next as soon as one ends
+# (before: in waves of `PARALLEL_BATCHES`, each waiting for its slowest batch).
+SLIDING_BATCHES = "sliding-batches"
 
 
 def workflow_id(message_id: uuid.UUID) -> str:
@@ -146,7 +150,9 @@ class CampaignMessageWorkflow:
                 state.waves.append(
                     Wave(due=group.at, started_at=workflow.now(), recipients=group.recipients)
                 )
-            while state.next_batch <= group.last_batch:
+            if workflow.patched(SLIDING_BATCHES):
+                await self._send_group(input, state, group)
+            while state.next_batch <= group.last_batch:  # before the patch: in waves
                 last = min(state.next_batch + PARALLEL_BATCHES - 1, group.last_batch)
                 results = await asyncio.gather(
                     *(self._send(input, n) for n in range(state.next_batch, last + 1))
@@ -185,6 +191,38 @@ class CampaignMessageWorkflow:
             skipped=totals.skipped,
             waves=state.waves,
         )
+
+    async def _send_group(
+        self, input: RunCampaignMessageInput, state: RunCampaignMessageInput, group: Group
+    ) -> None:
+        """The group's batches from `state.next_batch` on, `PARALLEL_BATCHES` in flight: the
+        next starts as soon as one ends, so a slow batch holds back no other. When Temporal
+        suggests continue-as-new, no batch starts; the run continues once those in flight
+        are done."""
+        running: list[asyncio.Task[SendBatchResult]] = []
+        draining = False
+        while running or (state.next_batch <= group.last_batch and not draining):
+            while (
+                not draining
+                and state.next_batch <= group.last_batch
+                and len(running) < PARALLEL_BATCHES
+            ):
+                running.append(self._start_send(input, state.next_batch))
+                state.next_batch += 1
+            done, running = await workflow.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            # `workflow.wait`: lists in a deterministic order. The totals are sums, the next
+            # hold a minimum (holds only accumulate while a group goes out; a batch's
+            # `next_hold` is the message's earliest, as it last read it).
+            results = [task.result() for task in done]
+            for one in results:
+                _add(state.totals, one)
+                state.waves[-1].sent += one.sent
+            holds = [h for h in (state.next_hold, *(r.next_hold for r in results)) if h]
+            state.next_hold = min(holds, default=None)
+            self._sent = state.totals.sent
+            draining = draining or workflow.info().is_continue_as_new_suggested()
+        if draining:
+            await self._continue_as_new(state)
 
     async def _send_held_before(
         self, input: RunCampaignMessageInput, state: RunCampaignMessageInput, until: datetime
@@ -225,7 +263,12 @@ class CampaignMessageWorkflow:
     async def _send(
         self, input: RunCampaignMessageInput, batch_no: int | None, held_due: datetime | None = None
     ) -> SendBatchResult:
-        return await workflow.execute_activity_method(
+        return await self._start_send(input, batch_no, held_due)
+
+    def _start_send(
+        self, input: RunCampaignMessageInput, batch_no: int | None, held_due: datetime | None = None
+    ) -> workflow.ActivityHandle[SendBatchResult]:
+        return workflow.start_activity_method(
             CampaignActivities.send_batch,
             SendBatchInput(
                 workspace_id=input.workspace_id,

@@ -7,7 +7,9 @@ held by quiet hours (until 08:00 local) and the UTC recipient's hold ends betwee
 local-time groups. `campaign_message_held_sms_4f03315.json` is the code before the
 `held-before-next-group` patch (held recipients went out after the last group),
 `campaign_message_held_sms.json` today's; `campaign_message_held_continue_as_new.json` a run
-that continued-as-new from the loop sending held recipients (`held-continue-as-new`).
+that continued-as-new from the loop sending held recipients (`held-continue-as-new`);
+`campaign_message_batches*.json` six batches after and before `sliding-batches`
+(`test_batch_window.py` records them).
 `WM_RECORD_HISTORIES=1` re-records them (`test_held_sms_run`, `test_a_held_loop_...`).
 """
 
@@ -20,7 +22,6 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -37,7 +38,6 @@ from campaigns.activities import CampaignActivities
 from channels.settings import QuietHours, load_channel_settings, save_channel_settings
 from core.db import session_scope
 from core.settings import Settings
-from core.temporal import installed_binary
 from ingest.consents import ConsentUpdate, apply_consents
 from models import Channel, ConsentSource, ConsentState, Profile
 from models.campaigns import Campaign, CampaignMessage, CampaignPath
@@ -53,10 +53,10 @@ from workflows.campaign_message import (
 
 HISTORIES_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(HISTORIES_DIR.glob("*.json"))
+HELD_HISTORIES = [p for p in HISTORIES if "_held_" in p.stem]  # runs that send held recipients
 REPO = Path(__file__).resolve().parents[2]
 PRE_PATCH = "4f03315"  # the last commit whose workflow sent held recipients after the last group
 SLACK = timedelta(minutes=5)  # activities run in real time between skipped timers
-SUGGEST_AFTER_EVENTS = 10  # the dev server's continue-as-new suggestion, for the held loop test
 ZONES = {"utc": "UTC", "ny": "America/New_York", "honolulu": "Pacific/Honolulu"}
 
 
@@ -86,7 +86,7 @@ def _suggested_while_sending_held(history: WorkflowHistory) -> WorkflowHistory:
     return WorkflowHistory(history.workflow_id, events)
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+@pytest.mark.parametrize("path", HELD_HISTORIES, ids=[p.stem for p in HELD_HISTORIES])
 async def test_a_suggestion_ignored_while_sending_held_recipients_replays(path: Path):
     """Runs that got a continue-as-new suggestion in a held loop before the check existed
     replay: the check continues-as-new only under its patch, asked only when suggested."""
@@ -108,6 +108,8 @@ def test_histories_cover_the_code_before_and_after_the_patch():
         "campaign_message_held_sms",
         f"campaign_message_held_sms_{PRE_PATCH}",
         "campaign_message_held_continue_as_new",
+        "campaign_message_batches",  # test_batch_window.py
+        "campaign_message_batches_3b526a3",
     }
 
 
@@ -285,22 +287,6 @@ async def test_held_sms_run(
         HISTORIES_DIR.joinpath(f"{name}.json").write_text(history.to_json())
     replayer = Replayer(workflows=[CampaignMessageWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
-
-
-@pytest.fixture
-async def suggesting_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A dev server that suggests continue-as-new from 10 history events (not about 4,000)."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(installed_binary("temporal")),
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER_EVENTS}",
-        ],
-    )
-    yield env
-    await env.shutdown()
 
 
 async def _runs(env: WorkflowEnvironment, workflow_id: str, run_id: str) -> list[WorkflowHistory]:
