@@ -4,7 +4,8 @@ A `Composer` serves one send (one template, one workspace, up to thousands of re
 does once what is the same for all of them: the workspace's render data, the signing key, the
 sender, UTM, the status-callback base; and the rendering itself when the template reads nothing
 of the recipient (`channels.render.recipient_independent`: "the same copy"). Per recipient it
-signs the links (one HMAC each) and, for email, puts what differs per recipient — the signed
+signs the links (one HMAC each; an email of the same copy: its recipient links and one
+message token, `channels.links`) and, for email, puts what differs per recipient — the signed
 URLs and the values of the profile the template printed — into SendGrid substitutions
 (`channels.email_tags`), so recipients of the same copy, or of the same copy but for their
 names, share one request.
@@ -99,7 +100,8 @@ def _shared_parts(shared: SharedEmail, subject: str, preheader: str | None) -> d
         "html": shared.html,
         "text": shared.text,
         "links": [[tag, int(kind)] for tag, kind in shared.links],
-        "slots": [[tag, *slot] for tag, slot in shared.slots],
+        "message_tag": shared.message_tag,
+        "copy": shared.copy.hex(),
     }
 
 
@@ -116,7 +118,9 @@ async def message_content(session: Any, settings: Any, message: Any) -> dict[str
         parts.pop("html"),
         parts.pop("text"),
         tuple((tag, LinkKind(kind)) for tag, kind in parts.pop("links")),
-        tuple((tag, tuple(slot)) for tag, *slot in parts.pop("slots")),
+        tuple((tag, tuple(slot)) for tag, *slot in parts.pop("slots", ())),  # stored before
+        parts.pop("message_tag", None),
+        bytes.fromhex(parts.pop("copy", "")),
     )
     signer = links.signer(settings, message.workspace_id)
     subs = shared.values(signer, message.profile_id, message.id)
@@ -274,6 +278,7 @@ class Composer:
             shared = email_tags.shared_email(
                 html,
                 rendered.text or "",
+                signer=self.signer,
                 public_url=self.settings.public_url,
                 utm=self.utm,
                 preheader=rendered.preheader,

@@ -4,7 +4,9 @@ SendGrid sends one request to up to 1,000 recipients of the same content, each w
 `substitutions` (tag → value). What differs per recipient goes into the content as a tag
 `-wm0-`, `-wm1-`, ... and its value into that recipient's substitutions:
 
-- the signed URLs of the email (clicks, open pixel, unsubscribe/preferences), always;
+- the signed URLs of the email (clicks, open pixel, unsubscribe/preferences), always — for an
+  email of the same copy (`SharedEmail`), its recipient links and one message token, which
+  every click URL and the open pixel hold;
 - the recipient's own values the template printed (`personal_values`: first name, ...), where
   tagging them provably changes nothing: every occurrence is in the HTML's text (not in a tag,
   an attribute, a comment or a character reference) and the value is plain (no markup
@@ -18,7 +20,9 @@ goes out with its own content (no substitutions) — never with a wrong one.
 
 from __future__ import annotations
 
+import hashlib
 import html as htmllib
+import json
 import re
 import uuid
 from collections import Counter
@@ -129,15 +133,20 @@ def _tagged_structure(
     preheader: str | None,
     unsubscribe: str | None,
     first: int,
+    copy: tuple[links.Signer, bytes] | None = None,
 ) -> tuple[str, tuple[tuple[str, links._Slot], ...], Counter[str]]:
     """The email HTML with tags from `first` on for its signed URLs, each tag's slot, and the
     tags the HTML's text holds: the same for every recipient of the same tagged HTML, so the
-    HTML is parsed once."""
+    HTML is parsed once. `copy` (a shared copy: its signer and id): the clicks and the open
+    pixel are the copy's URLs with tag `first` for the message token (`links.copy_url`), and
+    no slot."""
     slots: dict[links._Slot, str] = {}
 
     def place(slot: links._Slot) -> str:
         if slot[0] == "url":  # a tag already (the unsubscribe URL, tagged before)
             return slot[1]
+        if copy is not None:
+            return links.copy_url(copy[0], slot, _tag_name(first), copy[1])
         if slot not in slots:
             slots[slot] = _tag_name(first + len(slots))
         return slots[slot]
@@ -153,15 +162,22 @@ def _tagged_structure(
 class SharedEmail:
     """The content of an email that is the same for every recipient of a send (a template that
     reads nothing of the recipient but, maybe, its own links), tagged once: each recipient's own
-    values are only signed URLs, which `values` makes. `prepare_email_tagged` gives the same
-    content, substituted, recipient by recipient."""
+    values are only their links and their message token (in every click URL and the open
+    pixel, `links.copy_url`), which `values` makes. `links.prepare_email_html(..., copy=)`
+    gives the same content, substituted, recipient by recipient."""
 
     html: str
     text: str
     # The recipient's links (`links.LinkKind.unsubscribe`, `.preferences`) the content holds,
     # printed by the template or in the unsubscribe footer, by tag.
     links: tuple[tuple[str, links.LinkKind], ...]
-    slots: tuple[tuple[str, links._Slot], ...]  # the other tags: click links, the open pixel
+    # Content stored before shared copies had a message token: a tag per signed URL (click
+    # links, the open pixel). Empty since.
+    slots: tuple[tuple[str, links._Slot], ...] = ()
+    # The tag of the message token, in every click URL and the open pixel (`links.copy_url`),
+    # and the copy's id it carries.
+    message_tag: str | None = None
+    copy: bytes = b""
 
     def values(
         self,
@@ -170,12 +186,16 @@ class SharedEmail:
         message_id: uuid.UUID | bytes,
         known: dict[links.LinkKind, str] | None = None,
     ) -> dict[str, str]:
-        """One recipient's substitutions (`known`: links signed already, by kind). Check them
-        with `looks_tagged` before handing them to SendGrid."""
+        """One recipient's substitutions (`known`: links signed already, by kind): a value
+        per recipient link and the message token, however many links the email has. Check
+        them with `looks_tagged` before handing them to SendGrid."""
         subs: dict[str, str] = {}
         for tag, kind in self.links:
             url = known.get(kind) if known else None
             subs[tag] = url or signer.url(kind, Channel.email, profile_id, message_id)
+        if self.message_tag is not None:
+            token = signer.message_token(Channel.email, profile_id, message_id, self.copy)
+            subs[self.message_tag] = token
         for name, slot in self.slots:
             subs[name] = links.slot_value(slot, signer, profile_id, message_id)
         return subs
@@ -192,6 +212,7 @@ def shared_email(
     html: str,
     text: str,
     *,
+    signer: links.Signer,
     public_url: str,
     utm: dict[str, str] | None,
     preheader: str | None,
@@ -209,7 +230,11 @@ def shared_email(
     stand_ins = stand_ins or {}
     if derive_text:
         text = links.html_to_text(html)
-    if not links._HTML_SAFE(public_url) or any(u in (preheader or "") for u in stand_ins.values()):
+    if (
+        not links._HTML_SAFE(public_url)
+        or _unsafe(public_url)  # it stands in the content, in every click URL
+        or any(u in (preheader or "") for u in stand_ins.values())
+    ):
         return None
     probe_html, probe_text = html, text
     for url in stand_ins.values():
@@ -224,10 +249,15 @@ def shared_email(
         if url := stand_ins.get(kind):
             html, text = html.replace(url, tag), text.replace(url, tag)
     footer = tags[0][0] if unsubscribe else None
-    tagged_html, slots, _ = _tagged_structure(
-        html, public_url, tuple((utm or {}).items()), preheader, footer, len(tags)
+    utm_items = tuple((utm or {}).items())
+    # The copy's id: what its links and open pixel are signed for.
+    copy = hashlib.sha256(
+        json.dumps([html, text, public_url, utm_items, preheader, footer, len(tags)]).encode()
+    ).digest()[: links.COPY_BYTES]
+    tagged_html, _, _ = _tagged_structure(
+        html, public_url, utm_items, preheader, footer, len(tags), (signer, copy)
     )
-    return SharedEmail(tagged_html, text, tags, slots)
+    return SharedEmail(tagged_html, text, tags, message_tag=_tag_name(len(tags)), copy=copy)
 
 
 def prepare_email_tagged(

@@ -7,6 +7,13 @@ message and profile ids, and for clicks the destination URL itself: a click redi
 URL signed into that message, so there is no open redirect and no lookup. A token of one kind
 is never accepted as another, and changing any byte (the URL, the workspace) breaks the MAC.
 
+Emails of the same copy (one content for every recipient of a send, `channels.email_tags`)
+carry one token per message instead of one per link: a `message` token (the ids and the
+copy's id, 16 bytes) is the open pixel's, and a click is `/l/c/<message token>/<link token>`,
+where the `link` token (workspace, copy id, URL) is signed once per send. A click verifies
+only with both tokens of the same workspace and copy (`verify_click`): the URL was in that
+message. The message token also records opens, and nothing else (not an unsubscribe).
+
 HTML is changed with the stdlib HTML parser: only the `href` of `<a>`/`<area>` tags is
 rewritten, in place, and everything else in the document is kept byte for byte.
 """
@@ -37,6 +44,8 @@ _ZERO = uuid.UUID(int=0)
 _CHANNELS = list(Channel)
 _CHANNEL_INDEX = {c: i for i, c in enumerate(_CHANNELS)}
 _ZLIB = 0x80  # flag in the channel byte: the URL is deflated
+COPY_BYTES = 16  # the id of an email's copy in message and link tokens
+_TAG_LIKE = re.compile(r"wm\d").search  # what `channels.email_tags` keeps out of shared content
 
 
 class LinkKind(enum.IntEnum):
@@ -44,6 +53,10 @@ class LinkKind(enum.IntEnum):
     click = 2
     unsubscribe = 3
     preferences = 4
+    # A message's one token for its opens and clicks, with the id of its copy (see "Emails of
+    # the same copy" below), and a link of that copy, the same for every recipient.
+    message = 5
+    link = 6
 
 
 PATHS = {
@@ -148,6 +161,43 @@ class Signer:
         mac = hmac.digest(self._key, payload, "sha256")
         return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
 
+    def message_token(
+        self,
+        channel: Channel,
+        profile_id: uuid.UUID | bytes,
+        message_id: uuid.UUID | bytes,
+        copy: bytes,
+    ) -> str:
+        """The token of one message of a copy: its opens and (with a link token of that copy)
+        its clicks. Laid out as a click token, with the copy's id where the URL would be."""
+        payload = b"".join(
+            (
+                bytes((VERSION, LinkKind.message, _CHANNEL_INDEX[channel])),
+                self._workspace,
+                _raw(profile_id),
+                _raw(message_id),
+                copy,
+            )
+        )
+        mac = hmac.digest(self._key, payload, "sha256")
+        return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
+
+    def link_token(self, copy: bytes, url: str) -> str:
+        """The token of a link of a copy, the same for every message of it: with a message
+        token of the same copy, a click URL (`/l/c/<message token>/<link token>`). Free of
+        `wm<digit>` (a salt byte is chosen for it), so it can stand in content that holds
+        SendGrid substitution tags."""
+        if not _is_web(url):
+            raise ValueError(f"only http(s) links are tracked, not {url!r}")
+        packed, deflated = _packed_url(url)
+        head = bytes((VERSION, LinkKind.link, _ZLIB if deflated else 0)) + self._workspace + copy
+        for salt in range(256):
+            payload = head + bytes((salt,)) + packed
+            token = f"{_b64(payload)}.{_b64(hmac.digest(self._key, payload, 'sha256')[:MAC_BYTES])}"
+            if not _TAG_LIKE(token):
+                return token
+        raise ValueError("no salt gives a token free of wm<digit>")  # 256 tries: never
+
     def url(
         self,
         kind: LinkKind,
@@ -177,31 +227,58 @@ def _signer(secret_key: str, public_url: str, workspace_id: uuid.UUID) -> Signer
     return Signer(_derived_key(secret_key, workspace_id), workspace_id, public_url)
 
 
-def verify(settings: Settings, token: str, kind: LinkKind) -> LinkToken:
-    """The token's contents, or BadToken."""
+def _verified(settings: Settings, token: str, kinds: tuple[LinkKind, ...], size: int) -> bytes:
+    """The payload of a token of one of `kinds`, at least `size` bytes, signed by this server
+    for the workspace it names; else BadToken."""
     try:
         body, mac = token.split(".")
         payload, given = _unb64(body), _unb64(mac)
     except (ValueError, TypeError):
         raise BadToken("malformed token") from None
-    if len(payload) < 51 or payload[0] != VERSION or payload[1] != kind:
+    if len(payload) < size or payload[0] != VERSION or payload[1] not in kinds:
         raise BadToken("not a token of this kind")
     workspace_id = uuid.UUID(bytes=payload[3:19])
     expected = hmac.new(_key(settings, workspace_id), payload, hashlib.sha256).digest()
     if not hmac.compare_digest(given, expected[:MAC_BYTES]):
         raise BadToken("bad signature")
-    channel, url = payload[2], payload[51:]
-    if channel & _ZLIB:
-        url = zlib.decompress(url)
+    return payload
+
+
+def _url(flags: int, packed: bytes) -> str | None:
+    return (zlib.decompress(packed) if flags & _ZLIB else packed).decode() or None
+
+
+def _contents(kind: LinkKind, payload: bytes, url: str | None) -> LinkToken:
     message_id = uuid.UUID(bytes=payload[35:51])
     return LinkToken(
-        kind=LinkKind(kind),
-        channel=_CHANNELS[channel & ~_ZLIB],
-        workspace_id=workspace_id,
+        kind=kind,
+        channel=_CHANNELS[payload[2] & ~_ZLIB],
+        workspace_id=uuid.UUID(bytes=payload[3:19]),
         profile_id=uuid.UUID(bytes=payload[19:35]),
         message_id=None if message_id == _ZERO else message_id,
-        url=url.decode() or None,
+        url=url,
     )
+
+
+def verify(settings: Settings, token: str, kind: LinkKind) -> LinkToken:
+    """The token's contents, or BadToken. An open is also a message token's (an email of a
+    shared copy); a click of one is two tokens (`verify_click`)."""
+    kinds = (kind, LinkKind.message) if kind == LinkKind.open else (kind,)
+    payload = _verified(settings, token, kinds, 51)
+    if payload[1] == LinkKind.message:
+        return _contents(kind, payload[: 51 + COPY_BYTES], None)
+    return _contents(kind, payload, _url(payload[2], payload[51:]))
+
+
+def verify_click(settings: Settings, message_token: str, link_token: str) -> LinkToken:
+    """A click of an email of a shared copy (`/l/c/<message token>/<link token>`): both
+    signed, of the same workspace and the same copy (so the link was in that message); else
+    BadToken."""
+    message = _verified(settings, message_token, (LinkKind.message,), 51 + COPY_BYTES)
+    link = _verified(settings, link_token, (LinkKind.link,), 19 + COPY_BYTES + 1)
+    if link[3:19] != message[3:19] or link[19 : 19 + COPY_BYTES] != message[51:]:
+        raise BadToken("the link is not of that message")
+    return _contents(LinkKind.click, message, _url(link[2], link[20 + COPY_BYTES :]))
 
 
 def link_url(settings: Settings, token: LinkToken) -> str:
@@ -378,10 +455,12 @@ def prepare_email_html(
     utm: dict[str, str] | None = None,
     preheader: str | None = None,
     unsubscribe_url: str | None = None,
+    copy: bytes | None = None,
 ) -> str:
     """The email as sent: UTM on every http(s) link, each rewritten to a signed click URL, an open
     pixel before `</body>`, the preheader as hidden text after `<body>`, and an unsubscribe link
-    in a footer when `unsubscribe_url` is given and the HTML links to it nowhere.
+    in a footer when `unsubscribe_url` is given and the HTML links to it nowhere. `copy`: the
+    email is of that shared copy, its clicks and open made of its message token (`copy_url`).
 
     Links opt out of tracking with `data-waymark-track="off"`; mailto:, tel:, anchors and
     Waymark's own links are left alone."""
@@ -393,7 +472,7 @@ def prepare_email_html(
         utm_items,
         preheader,
         unsubscribe_url,
-        lambda slot: _slot_value(slot, settings, ids),
+        lambda slot: _slot_value(slot, settings, ids, copy),
     )
 
 
@@ -402,17 +481,27 @@ def prepare_email_html(
 _Slot = tuple[str, ...]
 
 
-def _slot_value(slot: _Slot, settings: Settings, ids: dict[str, uuid.UUID]) -> str:
+def _slot_value(
+    slot: _Slot, settings: Settings, ids: dict[str, uuid.UUID], copy: bytes | None
+) -> str:
     """The HTML-escaped text a slot stands for, for one message."""
     return slot_value(
-        slot, signer(settings, ids["workspace_id"]), ids["profile_id"], ids["message_id"]
+        slot, signer(settings, ids["workspace_id"]), ids["profile_id"], ids["message_id"], copy
     )
 
 
 def slot_value(
-    slot: _Slot, signer: Signer, profile_id: uuid.UUID | bytes, message_id: uuid.UUID | bytes
+    slot: _Slot,
+    signer: Signer,
+    profile_id: uuid.UUID | bytes,
+    message_id: uuid.UUID | bytes,
+    copy: bytes | None = None,
 ) -> str:
-    """The HTML-escaped text a slot of an email stands for, for one message."""
+    """The HTML-escaped text a slot of an email stands for, for one message (`copy`: of an
+    email of that shared copy, `copy_url`)."""
+    if copy is not None and slot[0] != "url":
+        token = signer.message_token(Channel.email, profile_id, message_id, copy)
+        return copy_url(signer, slot, token, copy)
     if slot[0] == "click":
         url = signer.url(LinkKind.click, Channel.email, profile_id, message_id, slot[1])
     elif slot[0] == "open":
@@ -424,6 +513,20 @@ def slot_value(
 
 
 _HTML_SAFE = re.compile(r"[^&<>\"']*\Z").match
+
+
+def copy_url(signer: Signer, slot: _Slot, message_token: str, copy: bytes) -> str:
+    """A signed URL of an email of a shared copy: the open pixel, or a click — the message's
+    token (or the substitution tag standing for it) and the link's, the same for every
+    message of the copy. HTML-safe when the public URL is."""
+    if slot[0] == "open":
+        return f"{signer.base}/l/o/{message_token}.gif"
+    return f"{signer.base}/l/c/{message_token}/{_link_token(signer, copy, slot[1])}"
+
+
+@lru_cache(maxsize=4096)
+def _link_token(signer: Signer, copy: bytes, url: str) -> str:
+    return signer.link_token(copy, url)
 
 
 def _email_html(

@@ -8,7 +8,7 @@ Rendered content is kept compactly: `content` is the zlib-compressed JSON of eve
 (subject, preheader, html, text, body, push title/url) exactly as handed to the provider, and
 `content_sha256` its hash. An email of the same copy for every recipient of a send (a template
 that reads nothing of the recipient but, maybe, its own unsubscribe and preference links) keeps
-its content once instead, in `message_contents`: the content with each recipient's signed URLs
+its content once instead, in `message_contents`: the content with each recipient's values
 as tags, which `content_id` references (and `content_sha256` is then that content's hash) and
 `channels.compose.message_content` fills in again from the message's own ids (a signed URL is a
 function of the workspace's key and the ids, so nothing per recipient needs storing). That row
@@ -167,8 +167,9 @@ class Message(SQLModel, table=True):
 
 class MessageContent(SQLModel, table=True):
     """Content shared by the messages of one send (see the module doc): `content` as on a
-    message, the recipients' signed URLs as tags; its id is derived from the workspace and
-    `content_sha256`, so a send stores it once however many batches reference it."""
+    message, the recipients' values (links, message token) as tags; its id is derived from the
+    workspace and `content_sha256`, so a send stores it once however many batches reference
+    it."""
 
     __tablename__ = "message_contents"
 

@@ -24,6 +24,9 @@ from models import Channel, Consent, ConsentState, Profile, Workspace
 router = APIRouter(tags=["links"], responses=JSON_ERROR_RESPONSES)
 
 TokenPath = Annotated[str, Path(max_length=4096, description="A signed token from a message")]
+MessageTokenPath = Annotated[
+    str, Path(max_length=512, description="The signed token of a message of a shared copy")
+]
 GIF = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c000000000100010000020144003b"
 )
@@ -72,7 +75,27 @@ async def open_pixel(
 @router.get("/l/c/{token}", response_class=RedirectResponse, status_code=302)
 async def click(token: TokenPath, request: Request, settings: SettingsDep, session: SessionDep):
     """302 to the URL signed into the message's link; records the click."""
-    t = _token(settings, token, links.LinkKind.click)
+    return await _clicked(_token(settings, token, links.LinkKind.click), request, session)
+
+
+@router.get("/l/c/{token}/{link}", response_class=RedirectResponse, status_code=302)
+async def copy_click(
+    token: MessageTokenPath,
+    link: TokenPath,
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+):
+    """A click in an email of a shared copy (the message's token, the link's): 302 to that
+    link's URL; records the click."""
+    try:
+        t = links.verify_click(settings, token, link)
+    except links.BadToken:
+        raise ApiError(404, "not_found", "link not found") from None
+    return await _clicked(t, request, session)
+
+
+async def _clicked(t: links.LinkToken, request: Request, session) -> RedirectResponse:
     detail = {"url": t.url, "user_agent": request.headers.get("user-agent", "")[:512]}
     await engagement.record(
         session, t.workspace_id, t.message_id, t.profile_id, t.channel, "clicked", detail

@@ -124,6 +124,40 @@ async def test_click_redirects_only_to_the_signed_url(client, workspaces, settin
     assert len(await _events(engine, profile_id)) == 1
 
 
+async def test_a_click_in_an_email_of_a_shared_copy_redirects_to_its_link(
+    client, workspaces, settings, engine
+):
+    ws = await workspaces.create()
+    profile_id = await _profile(client, ws)
+    message_id = await _message(engine, ws, profile_id)
+    html = '<html><body><a href="https://shop.example.com/cart">Cart</a></body></html>'
+    copy = b"\x01" * links.COPY_BYTES
+    sent = links.prepare_email_html(
+        html,
+        settings=settings,
+        workspace_id=ws.id,
+        message_id=message_id,
+        profile_id=profile_id,
+        copy=copy,
+    )
+    url = sent.split('href="', 1)[1].split('"', 1)[0]
+    message_token, link_token = url.split("/")[-2:]
+    other = links.signer(settings, ws.id).link_token(
+        b"\x02" * links.COPY_BYTES, "https://x.example/"
+    )
+
+    for bad in (f"{message_token}/{other}", f"{link_token}/{message_token}", f"x/{link_token}"):
+        r = await client.get(f"/l/c/{bad}")
+        assert r.status_code == 404 and "location" not in r.headers
+    r = await client.get(_path(url))
+    assert r.status_code == 302 and r.headers["location"] == "https://shop.example.com/cart"
+    clicked = [e for e in await _events(engine, profile_id) if e.metric == "Clicked Email"]
+    assert len(clicked) == 1 and clicked[0].properties["url"] == r.headers["location"]
+    pixel = sent.split('<img src="', 1)[1].split('"', 1)[0]
+    assert (await client.get(_path(pixel))).status_code == 200
+    assert await _history(engine, message_id) == ["clicked", "opened"]
+
+
 async def test_one_click_unsubscribe_revokes_email_consent(client, workspaces, settings, engine):
     ws = await workspaces.create("Łąka & Co")
     profile_id = await _profile(client, ws, consents={"email": "subscribed"})

@@ -167,7 +167,12 @@ async def known(client, workspaces, settings) -> dict[str, Any]:
             (links.LinkKind.preferences, "/l/p/"),
         )
     }
-    return {"ws": ws, "path": path, "tokens": tokens}
+    signer, copy = links.signer(settings, ws.id), b"c" * links.COPY_BYTES
+    copy_click = {  # a click in an email of a shared copy: its message's token and its link's
+        "token": signer.message_token(Channel.email, owner[1], uuid.uuid4(), copy),
+        "link": signer.link_token(copy, "https://shop.example/"),
+    }
+    return {"ws": ws, "path": path, "tokens": tokens, "copy_click": copy_click}
 
 
 def _path_parameters(operation: Any, known: dict[str, Any]) -> dict[str, str]:
@@ -175,6 +180,8 @@ def _path_parameters(operation: Any, known: dict[str, Any]) -> dict[str, str]:
     for prefix, token in known["tokens"].items():
         if operation.path.startswith(prefix):
             params["token"] = token
+    if operation.path == "/l/c/{token}/{link}":
+        params |= known["copy_click"]
     return params
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from activities.channels import SendMessagesInput
 from channels import email_tags, ledger, ledger_new, links
+from channels.providers import sendgrid as sendgrid_provider
 from channels.providers.sendgrid import SendGridEmailProvider
 from channels.render import TemplateParts, recipient_independent, shared_links
 from channels.send import PROFILE_COLUMNS, send_many, unpack_content
@@ -237,19 +238,22 @@ SHARED_CASES = [
 @pytest.mark.parametrize("transactional", [False, True])
 def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactional):
     """`SharedEmail` (tagged once per send, the template's own links rendered as stand-ins)
-    gives every recipient the email `prepare_email_html` gives them one by one, with the same
-    substitutions as `prepare_email_tagged` where that tags the same content."""
+    gives every recipient the email `prepare_email_html` gives them one by one as an email of
+    that copy: their own unsubscribe (and preference) links, their message token in every
+    click URL and the open pixel; nothing else differs."""
     utm = {"utm_source": "waymark"}
     ws = uuid.UUID(int=1)
     stand_ins = {
         links.LinkKind.unsubscribe: "https://wm.example.com/l/u/stand-in-a",
         links.LinkKind.preferences: "https://wm.example.com/l/p/stand-in-a",
     }
+    signer = links.signer(SETTINGS, ws)
     shared = email_tags.shared_email(
         html.format(
             u=stand_ins[links.LinkKind.unsubscribe], p=stand_ins[links.LinkKind.preferences]
         ),
         "",
+        signer=signer,
         public_url=SETTINGS.public_url,
         utm=utm,
         preheader="Deals",
@@ -258,7 +262,6 @@ def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactio
         stand_ins=stand_ins,
     )
     assert (shared is None) == ("wm1" in html)
-    signer = links.signer(SETTINGS, ws)
     for _ in range(3):
         ids = {"workspace_id": ws, "message_id": uuid.uuid4(), "profile_id": uuid.uuid4()}
         unsubscribe = links.unsubscribe_url(settings=SETTINGS, **ids)
@@ -271,58 +274,89 @@ def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactio
             utm=utm,
             preheader="Deals",
             unsubscribe_url=None if transactional else unsubscribe,
+            copy=shared.copy if shared else None,
         )
         if shared is None:
             continue
         subs = shared.values(signer, ids["profile_id"], ids["message_id"])
         assert email_tags.substitute(shared.html, subs) == expected
         assert email_tags.substitute(shared.text, subs) == links.html_to_text(real)
-        for part in ("/l/c/", "/l/o/", "/l/u/", "/l/p/"):
+        # Nothing of the recipient is in the shared content: every open and click URL holds
+        # the tag of the message token; one value per recipient link and that token.
+        tag = shared.message_tag
+        for part in ("/l/u/", "/l/p/"):
             assert part not in shared.html + shared.text or "wm.example.com/l/u/x" in html
-        if "{" not in html:  # no link of its own: the very tags `prepare_email_tagged` gives
-            tagged = email_tags.prepare_email_tagged(
-                real,
-                "",
-                settings=SETTINGS,
-                **ids,
-                utm=utm,
-                preheader="Deals",
-                unsubscribe_url=None if transactional else unsubscribe,
-                personal_urls=(unsubscribe,),
-                derive_text=True,
-            )
-            assert (shared.html, shared.text, subs) == (
-                tagged.html,
-                tagged.text,
-                tagged.substitutions,
-            )
+        assert shared.html.count("/l/c/") + 1 == shared.html.count(f"/{tag}")
+        assert f"/l/o/{tag}.gif" in shared.html
+        assert set(subs) == {t for t, _ in shared.links} | {tag}
+
+
+def _composer(html: str):
+    """The `Composer` of an email send of `html` (workspace 1, no UTM)."""
+    from channels.compose import Composer
+
+    template = TemplateParts(channel=Channel.email, subject="Sale", html=html)
+    workspace = SimpleNamespace(id=uuid.UUID(int=1), name="Shop", timezone="UTC", settings={})
+    return Composer(
+        settings=SETTINGS,
+        workspace=workspace,
+        template=template,
+        channel=Channel.email,
+        transactional=False,
+        utm={},
+        sender={"from_email": "shop@example.com", "from_name": None, "reply_to": None},
+        source_type="campaign",
+        provider="local",
+        subscriptions={},
+    )
+
+
+def _recipient(email: str) -> SimpleNamespace:
+    """A profile row as the send path loads it."""
+    columns = {column.key: None for column in PROFILE_COLUMNS}
+    return SimpleNamespace(**columns | {"id": uuid.uuid4(), "email": email})
+
+
+def test_a_newsletter_of_many_links_still_goes_in_one_request():
+    """However many links an email of the same copy has, each recipient's substitutions are
+    their unsubscribe link and their message token (SendGrid allows 10,000 bytes of them per
+    recipient: a signed URL each would overflow them from about 60 links, and every recipient
+    then got a request of their own)."""
+    from channels.compose import Item as ComposeItem
+
+    grid = "".join(
+        f'<a href="https://shop.example.com/p/{n}?ref=news">P{n}</a>' for n in range(150)
+    )
+    composer = _composer(f"<html><body>{grid}</body></html>")
+    emails = []
+    for n in range(3):
+        item = ComposeItem(f"k{n}", uuid.uuid4(), _recipient(f"r{n}@example.com"), None, False)
+        [email] = composer.prepare(item).outgoing
+        emails.append(email)
+    provider = SendGridEmailProvider("SG.x", "http://127.0.0.1:9")
+    assert all(len(e.substitutions) == 2 for e in emails)
+    assert all(sendgrid_provider._sendable(e) is e for e in emails)  # not expanded
+    assert len({provider._content_key(e) for e in emails}) == 1  # one request for all
+    body = provider.build(emails).get()
+    assert len(body["personalizations"]) == 3
+    for email in emails:
+        real = email_tags.substitute(email.html, email.substitutions)
+        urls = [u for u in real.split('"') if u.startswith("https://wm.example.com/l/c/")]
+        click = links.verify_click(SETTINGS, *urls[149].split("/")[-2:])
+        assert (click.message_id, click.url) == (
+            email.message_id,
+            "https://shop.example.com/p/149?ref=news",
+        )
 
 
 def test_a_template_that_changes_its_links_renders_per_recipient():
     """A shared template must print its links as they are, in content that can hold tags: one
     that changes them (a filter), or whose content cannot be tagged, is rendered for each
     recipient, with the recipient's real links."""
-    from channels.compose import Composer
     from channels.compose import Item as ComposeItem
 
-    def composer(html: str) -> Composer:
-        template = TemplateParts(channel=Channel.email, subject="Sale", html=html)
-        workspace = SimpleNamespace(id=uuid.UUID(int=1), name="Shop", timezone="UTC", settings={})
-        return Composer(
-            settings=SETTINGS,
-            workspace=workspace,
-            template=template,
-            channel=Channel.email,
-            transactional=False,
-            utm={},
-            sender={"from_email": "shop@example.com", "from_name": None, "reply_to": None},
-            source_type="campaign",
-            provider="local",
-            subscriptions={},
-        )
-
-    columns = {column.key: None for column in PROFILE_COLUMNS}
-    profile = SimpleNamespace(**columns | {"id": uuid.uuid4(), "email": "ann@example.com"})
+    composer = _composer
+    profile = _recipient("ann@example.com")
     verbatim = composer('<p><a href="{{ unsubscribe_url }}">Leave</a></p>')
     changed = composer("<p>{{ unsubscribe_url|upper }}</p>")
     untaggable = composer('<p>wm1 <a href="{{ unsubscribe_url }}">Leave</a></p>')  # no tags
@@ -377,8 +411,10 @@ async def test_a_same_copy_send_keeps_its_content_once(
         }
         assert {(m.content, m.content_id) for m in messages.values()} == {(None, stored.id)}
         kept = unpack_content(stored.content)
-        for part in ("/l/c/", "/l/o/", "/l/u/", "@example.com", "Ann"):
+        for part in ("/l/u/", "@example.com", "Ann"):
             assert part not in kept["html"] + kept["text"]
+        tag = kept["message_tag"]  # each message's token, in its click URLs and open pixel
+        assert kept["html"].count("/l/c/") == kept["html"].count(f"/l/c/{tag}/") == 1
         outbox = {
             o.message_id: o
             for o in (await session.execute(select(LocalOutboxMessage))).scalars().all()
@@ -390,7 +426,7 @@ async def test_a_same_copy_send_keeps_its_content_once(
             assert content["text"] == email_tags.substitute(email.text, email.substitutions)
             assert content["subject"] == "Summer sale"
             [url] = [t for t in real.split('"') if t.startswith("https://wm.example.com/l/c/")]
-            click = links.verify(send_settings, url.rsplit("/", 1)[1], links.LinkKind.click)
+            click = links.verify_click(send_settings, *url.split("/")[-2:])
             assert click.message_id == email.message_id
             assert click.url == "https://shop.example.com/sale?utm_source=waymark"
             assert "/l/u/" in real and email.headers["List-Unsubscribe"][1:-1] in real

@@ -124,3 +124,67 @@ def test_list_unsubscribe_headers_are_one_click():
 def test_push_click_url_records_as_push():
     url = links.push_click_url("https://shop.example.com/p", **IDS)
     assert links.verify(SETTINGS, url.rsplit("/", 1)[1], LinkKind.click).channel == Channel.push
+
+
+COPY, OTHER_COPY = b"c" * links.COPY_BYTES, b"d" * links.COPY_BYTES
+
+
+def _copy_click(url: str, copy: bytes = COPY, ws: uuid.UUID = WS) -> tuple[str, str]:
+    """(message token, link token) of a click in an email of `copy`."""
+    signer = links.signer(SETTINGS, ws)
+    message = signer.message_token(Channel.email, PROFILE, MSG, copy)
+    return message, signer.link_token(copy, url)
+
+
+def test_a_copy_click_is_its_message_s_token_and_its_link_s():
+    """An email of a shared copy: one token per message (its opens, and its clicks with the
+    link's token, the same for every message of the copy)."""
+    message, link = _copy_click("https://shop.example.com/a")
+    click = links.verify_click(SETTINGS, message, link)
+    assert (click.kind, click.workspace_id, click.message_id, click.profile_id) == (
+        LinkKind.click,
+        WS,
+        MSG,
+        PROFILE,
+    )
+    assert click.url == "https://shop.example.com/a" and click.channel == Channel.email
+    opened = links.verify(SETTINGS, message, LinkKind.open)
+    assert (opened.kind, opened.message_id, opened.url) == (LinkKind.open, MSG, None)
+
+
+def test_a_copy_click_rejects_forged_mixed_and_misused_tokens():
+    message, link = _copy_click("https://shop.example.com/a")
+    other_copy = _copy_click("https://shop.example.com/a", OTHER_COPY)[1]
+    other_ws = _copy_click("https://shop.example.com/a", ws=uuid.uuid4())[1]
+    body, mac = link.split(".")
+    swapped = links._unb64(body).replace(b"https://shop.example.com/a", b"https://evil.example/")
+    forged = f"{links._b64(swapped)}.{mac}"
+    for bad_message, bad_link in (
+        (message, other_copy),  # a link of another copy: not in that message
+        (message, other_ws),  # another workspace's
+        (message, forged),  # its URL swapped
+        (link, message),  # the other way round
+        (message, message),
+    ):
+        with pytest.raises(BadToken):
+            links.verify_click(SETTINGS, bad_message, bad_link)
+    for kind in (LinkKind.click, LinkKind.unsubscribe, LinkKind.preferences):
+        with pytest.raises(BadToken):  # a message token opens only
+            links.verify(SETTINGS, message, kind)
+    with pytest.raises(BadToken):  # a link token alone is nothing
+        links.verify(SETTINGS, link, LinkKind.click)
+
+
+def test_link_tokens_never_hold_what_looks_like_a_substitution_tag():
+    """Link tokens stand in content with SendGrid tags (`-wm<n>-`): a salt keeps `wm<digit>`
+    out of every one, and each still verifies."""
+    signer = links.signer(SETTINGS, WS)
+    message = signer.message_token(Channel.email, PROFILE, MSG, COPY)
+    salted = 0
+    for n in range(3000):
+        url = f"https://shop.example.com/p/{n}"
+        token = signer.link_token(COPY, url)
+        assert re.search(r"wm\d", token) is None
+        assert links.verify_click(SETTINGS, message, token).url == url
+        salted += links._unb64(token.split(".")[0])[19 + links.COPY_BYTES] != 0
+    assert salted > 0  # some needed another salt than the first

@@ -443,12 +443,13 @@ async def test_a_campaign_batch_shares_content_with_per_recipient_substitutions(
     engine, workspaces, send_settings
 ):
     """Same copy but for the recipient's own links (the template prints its preferences URL):
-    the tracking URLs and those links go as substitutions, so the content is the same for every
+    those links and the message's token (in its click URLs and open pixel) go as substitutions,
+    so the content is the same for every
     recipient (one SendGrid request); the ledger gives each message back as its recipient got
     it, the outbox keeps each one's real content."""
     from channels.compose import message_content
-    from channels.email_tags import substitute
-    from channels.links import LinkKind, verify
+    from channels.email_tags import _TAG, substitute
+    from channels.links import LinkKind, verify, verify_click
 
     ws = await _workspace(engine, workspaces, utm={"utm_source": "waymark"})
     html = (
@@ -472,8 +473,11 @@ async def test_a_campaign_batch_shares_content_with_per_recipient_substitutions(
     emails = provider.emails
     assert len({(e.subject, e.html, e.text) for e in emails}) == 1  # one shared content
     shared = emails[0].html
-    for part in ("/l/c/", "/l/o/", "/l/p/", "/l/u/", "shop.example.com"):
+    for part in ("/l/p/", "/l/u/", "shop.example.com"):
         assert part not in shared
+    # The click and the pixel: the copy's URLs around the tag of each message's token.
+    tags = set(_TAG.findall(shared))
+    assert len(tags) == 3 and shared.count("/l/c/-wm") == shared.count("/l/o/-wm") == 1
     async with session_scope(engine) as session:
         messages = {
             m.id: m
@@ -490,16 +494,19 @@ async def test_a_campaign_batch_shares_content_with_per_recipient_substitutions(
         }
     assert {m.content for m in messages.values()} == {None}  # kept once: `message_contents`
     for email in emails:
-        assert len(email.substitutions) >= 4  # 1 click, the pixel, preferences, unsubscribe
+        assert set(email.substitutions) == tags  # the message token, preferences, unsubscribe
         content = contents[email.message_id]
         real = substitute(email.html, email.substitutions)
         assert content["html"] == real == outbox[email.message_id].html
         assert content["text"] == substitute(email.text, email.substitutions)
         assert "https://wm.example.com/l/p/" in real and "https://wm.example.com/l/o/" in real
         [token] = [t for t in real.split('"') if t.startswith("https://wm.example.com/l/c/")]
-        click = verify(send_settings, token.rsplit("/", 1)[1], LinkKind.click)
+        click = verify_click(send_settings, *token.split("/")[-2:])
         assert click.message_id == email.message_id
         assert click.url.startswith("https://shop.example.com/sale?utm_source=waymark")
+        [pixel] = [t for t in real.split('"') if t.startswith("https://wm.example.com/l/o/")]
+        opened = verify(send_settings, pixel.rsplit("/", 1)[1][: -len(".gif")], LinkKind.open)
+        assert (opened.message_id, opened.profile_id) == (click.message_id, click.profile_id)
         assert email.headers["List-Unsubscribe"].startswith("<https://wm.example.com/l/u/")
         [url] = [t for t in real.split('"') if t.startswith("https://wm.example.com/l/p/")]
         preferences = verify(send_settings, url.rsplit("/", 1)[1], LinkKind.preferences)
