@@ -3,7 +3,8 @@
 The send path reads the rows of a batch's keys (`find_many`); a key without a row gets it only
 when its fate is decided (`insert_decided`): `sending` with the content handed to the provider
 (the claim), `skipped`, held (`queued` with `hold_until`) or `failed` — one INSERT per batch
-with `ON CONFLICT DO NOTHING` on the unique key, each row with its history entry. A new message
+with `ON CONFLICT DO NOTHING` on the unique key, each row but a claim with its history entry
+(a claim's is the row's `sending_at`, see `channels.ledger`). A new message
 thus costs one INSERT and one UPDATE (its outcome, `channels.ledger.mark_outcomes`), instead of
 an INSERT (`queued`) and two UPDATEs. Only rows the statement wrote may be handed to a
 provider: a key another attempt wrote meanwhile is not written again (nor sent).
@@ -109,7 +110,7 @@ _DECIDED = text(
                    WHEN 'failed' THEN jsonb_build_object('error', error)
                    ELSE '{}'::jsonb
                END
-        FROM created
+        FROM created WHERE status <> 'sending'  -- a claim: `sending_at` keeps it
     )
     -- Every row written (the usual case): NULL, and no id to send back.
     SELECT CASE WHEN count(*) < :count
@@ -127,9 +128,9 @@ async def insert_decided(
     now: datetime,
 ) -> set[uuid.UUID]:
     """Write the rows of keys seen for the first time, each in its decided state, with its
-    history entry; one statement. Returns the ids written: a key another attempt wrote
-    meanwhile (or of a profile erased meanwhile) is not written — and a `sending` row not
-    written must not be sent."""
+    history entry (a claim: none); one statement. Returns the ids written: a key another
+    attempt wrote meanwhile (or of a profile erased meanwhile) is not written — and a
+    `sending` row not written must not be sent."""
     if not decided:
         return set()
     rows = []

@@ -10,7 +10,8 @@ of SQL statements and, for email, one provider request per 1,000 recipients.
 3. Keys seen for the first time get their row only now, in its decided state: skips and holds
    in one INSERT, and each chunk's sends in one INSERT of `sending` rows with their content —
    the claim (`channels.ledger_new.insert_decided`). So a new message costs one INSERT and one
-   UPDATE (its outcome), and its history two entries.
+   UPDATE (its outcome), and no history entry: the row keeps those two steps (`sending_at`,
+   `sent_at`; see `channels.ledger`).
 4. Rendering and link signing happen per chunk (`channels.compose`): a template that reads
    nothing of the recipient renders once per send; emails of the same copy — or of the same
    copy but for the recipients' names — share a SendGrid request, what differs going as

@@ -181,7 +181,9 @@ class MessageContent(SQLModel, table=True):
 
 
 class MessageEvent(SQLModel, table=True):
-    """A message's status history: every transition, engagement and provider event."""
+    """A message's status history: every transition, engagement and provider event but the
+    send path's claim and the provider's acceptance, which the row keeps (`sending_at`;
+    `sent_at` and `provider_message_id`): see `channels.ledger`."""
 
     __tablename__ = "message_events"
     __table_args__ = (

@@ -182,9 +182,13 @@ async def test_an_outage_mid_send_hands_back_and_the_retry_sends_the_rest_once(
     assert provider.unclaimed == 0
     sent = select(func.count()).select_from(Message).where(Message.workspace_id == ws)
     assert await _count(engine, sent.where(Message.status == "sent")) == N
-    history = (
-        select(func.count())
-        .select_from(MessageEvent)
-        .where(MessageEvent.workspace_id == ws, MessageEvent.status == "sent")
+    assert await _count(engine, sent.where(Message.sent_at.is_not(None))) == N
+    # The history keeps each hand-back with its reason (the claims and the acceptances are
+    # the rows' `sending_at` and `sent_at`).
+    history = select(MessageEvent.status, MessageEvent.detail["error"].astext).where(
+        MessageEvent.workspace_id == ws
     )
-    assert await _count(engine, history) == N
+    async with session_scope(engine) as session:
+        entries = (await session.execute(history)).all()
+    assert len(entries) == N - first
+    assert all(s == "queued" and e.startswith("provider_unavailable") for s, e in entries)
