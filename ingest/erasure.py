@@ -3,7 +3,8 @@
 Two steps, in this order, used by the REST API and the CLI:
 
 1. `erase_profile` deletes the profile and everything stored about it in the caller's
-   transaction. Foreign keys cascade to events (and their outbox rows), consents and their
+   transaction. The outbox rows of its events go first, explicitly (they have no foreign key:
+   `models.event.EventOutbox`). Foreign keys cascade to events, consents and their
    history, aliases, list memberships and their change log, and push subscriptions; suppressions
    are keyed by address, not profile, so the ones for its email and phone go explicitly.
    Segment memberships go first, explicitly (`segments.membership.remove_profiles`), so each
@@ -38,6 +39,12 @@ log = structlog.get_logger(__name__)
 ERASED_REASON = "profile erased"
 _RPC_TIMEOUT = timedelta(seconds=10)
 
+_DELETE_OUTBOX = text(
+    """
+    DELETE FROM event_outbox o USING events e
+    WHERE e.id = o.event_id AND e.profile_id = :id AND e.workspace_id = :ws
+    """
+)
 _DELETE_PROFILE = text(
     "DELETE FROM profiles WHERE id = :id AND workspace_id = :ws RETURNING email, phone"
 )
@@ -61,6 +68,7 @@ async def erase_profile(
     from segments.membership import remove_profiles  # segments build on ingest
 
     await remove_profiles(session, workspace_id, [profile_id], log_exits=False)
+    await session.execute(_DELETE_OUTBOX, {"id": profile_id, "ws": workspace_id})
     row = (
         await session.execute(_DELETE_PROFILE, {"id": profile_id, "ws": workspace_id})
     ).one_or_none()

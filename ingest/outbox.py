@@ -85,9 +85,12 @@ _CLAIM = text(
     WITH claimed AS (
         SELECT event_id FROM event_outbox ORDER BY event_id LIMIT :limit FOR UPDATE SKIP LOCKED
     )
-    SELECT e.id, e.workspace_id, e.profile_id, e.metric, e.occurred_at, e.value, e.properties
-    FROM claimed JOIN events e ON e.id = claimed.event_id
-    ORDER BY e.id
+    SELECT claimed.event_id, e.workspace_id, e.profile_id, e.metric, e.occurred_at, e.value,
+           e.properties
+    -- An event deleted meanwhile (its workspace, an erasure racing the dispatch: the outbox
+    -- has no foreign key) leaves a row with no event: deleted with the others, not routed.
+    FROM claimed LEFT JOIN events e ON e.id = claimed.event_id
+    ORDER BY claimed.event_id
     """
 )
 _DONE = text("DELETE FROM event_outbox WHERE event_id = ANY(CAST(:ids AS bigint[]))")
@@ -120,7 +123,7 @@ class OutboxDispatcher:
 
     async def dispatch_once(self) -> int:
         """Deliver up to one batch of events, then of membership changes; returns how many
-        events and changes were delivered."""
+        outbox rows were handled (events delivered, or dropped when gone, and changes)."""
         delivered = await self._dispatch_events()
         return delivered + await self._dispatch_memberships()
 
@@ -129,11 +132,12 @@ class OutboxDispatcher:
             rows = (await session.execute(_CLAIM, {"limit": self.batch_size})).all()
             if not rows:
                 return 0
-            events = [StoredEvent(*row) for row in rows]
-            for router in self.routers:
-                await router.route(session, events)
-            await session.execute(_DONE, {"ids": [e.id for e in events]})
-        return len(events)
+            events = [StoredEvent(*row) for row in rows if row.profile_id is not None]
+            if events:
+                for router in self.routers:
+                    await router.route(session, events)
+            await session.execute(_DONE, {"ids": [row.event_id for row in rows]})
+        return len(rows)
 
     async def _dispatch_memberships(self) -> int:
         if not self.membership_routers:

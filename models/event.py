@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Identity, Index, Numeric
+from sqlalchemy import BigInteger, Column, Identity, Index, Numeric
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -53,9 +53,10 @@ class EventOutbox(SQLModel, table=True):
 
     __tablename__ = "event_outbox"
 
-    event_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
-    )
+    # No foreign key (a check and a row lock on the event for every event stored): erasure
+    # deletes a profile's outbox rows itself, and the dispatcher deletes a row whose event is
+    # gone (a workspace deleted) without routing it.
+    event_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
     workspace_id: uuid.UUID = workspace_of_parent()
     created_at: datetime = created_at_field()
 

@@ -148,9 +148,11 @@ class Message(SQLModel, table=True):
     subject: str | None = Field(default=None, sa_type=Text)
     content: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     content_sha256: str | None = Field(default=None, max_length=64)
+    # A `message_contents` row written in the claim's transaction, before the message; no
+    # foreign key (a check and a row lock on that one row for every message of a send): the
+    # contents go only with their workspace, as its messages do.
     content_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("message_contents.id"), nullable=True),
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
     )
     provider: str | None = Field(default=None, max_length=32)
     provider_message_id: str | None = Field(default=None, max_length=255)

@@ -83,6 +83,22 @@ async def test_a_failing_router_loses_nothing(client, workspaces, engine, databa
     assert sorted(router.seen) == await event_ids(engine)
 
 
+async def test_an_outbox_row_whose_event_is_gone_is_dropped_not_routed(
+    client, workspaces, engine, database_url
+):
+    """The outbox has no foreign key to events: a row whose event was deleted meanwhile (its
+    workspace deleted) is deleted by the dispatcher, and the routers never see it."""
+    ws = await workspaces.create()
+    await track(client, ws, 30)
+    ids = await event_ids(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM events WHERE id = ANY(:ids)"), {"ids": ids[:10]})
+    router = RecordingRouter()
+    dispatcher = OutboxDispatcher(engine, database_url, [router], batch_size=8)
+    assert await dispatcher.drain() == 30  # rows handled: routed or dropped
+    assert sorted(router.seen) == ids[10:] and await outbox_size(engine) == 0
+
+
 async def test_running_dispatcher_wakes_on_notify(client, workspaces, engine, database_url):
     ws = await workspaces.create()
     router = RecordingRouter()
