@@ -274,6 +274,13 @@ class Outcome(NamedTuple):  # a tuple: one is made per message of a batch
     error: str | None = None
 
 
+# Each row's outcome from its entry in the batch document, or, when every row of the batch has
+# the same outcome (a SendGrid request's: all accepted under one id), from the parameters
+# (`:status`, `:provider_message_id`, `:error`), with no JSON read per row.
+_PER_ROW = """jsonb_to_record(b.doc -> CAST(m.id AS text))
+                     AS x(status text, provider_message_id text, error text)"""
+_UNIFORM = """(SELECT CAST(:status AS text), CAST(:provider_message_id AS text),
+                        CAST(:error AS text)) AS x(status, provider_message_id, error)"""
 _OUTCOME_MOVED = f"""
     WITH {_BATCH}, moved AS (
         UPDATE messages m
@@ -285,8 +292,7 @@ _OUTCOME_MOVED = f"""
                        CASE WHEN x.status = 'failed' THEN CAST(:now AS timestamptz)
                             ELSE m.failed_at END,
                        CASE WHEN x.status = 'queued' THEN NULL ELSE m.sending_at END
-                FROM jsonb_to_record(b.doc -> CAST(m.id AS text))
-                     AS x(status text, provider_message_id text, error text)
+                FROM {{values}}
             )
         FROM batch b
         WHERE {_BY_ID} AND m.status = :expected
@@ -295,17 +301,18 @@ _OUTCOME_MOVED = f"""
         INSERT INTO message_events (message_id, workspace_id, status, occurred_at, detail)
         SELECT id, :ws, status, :now,
                jsonb_strip_nulls(jsonb_build_object(
-                   'provider_message_id', input -> 'provider_message_id',
-                   'error', input -> 'error'))
+                   'provider_message_id', COALESCE(input -> 'provider_message_id',
+                                                   to_jsonb(CAST(:provider_message_id AS text))),
+                   'error', COALESCE(input -> 'error', to_jsonb(CAST(:error AS text)))))
         FROM moved WHERE status <> 'sent'  -- accepted: `sent_at`, `provider_message_id`
     )"""
-_OUTCOME = text(_OUTCOME_MOVED + "\n    SELECT count(*) FROM moved")
+_OUTCOME_SQL = _OUTCOME_MOVED + "\n    SELECT count(*) FROM moved"
 
 # The same, and a "Received <Channel>" profile event (`:metric`) for each message the provider
 # accepted, made from the ledger row (whatever status a provider event may have moved it to
 # meanwhile): a replay of the same outcome stores no second event (its message id is the
 # event's).
-_OUTCOME_RECEIVED = text(
+_OUTCOME_RECEIVED_SQL = (
     _OUTCOME_MOVED
     + f""", input AS (
         SELECT m.profile_id, CAST(:metric AS text) AS metric,
@@ -321,12 +328,17 @@ _OUTCOME_RECEIVED = text(
                CAST('{{}}' AS jsonb) AS context
         FROM messages m
         WHERE m.id = ANY (ARRAY(SELECT CAST(e.key AS uuid) FROM batch, jsonb_each(doc) AS e
-                                WHERE e.value ->> 'status' = 'sent'))
+                                WHERE COALESCE(e.value ->> 'status', :status) = 'sent'))
           AND CAST(m.workspace_id AS text) = CAST(:ws AS text)
     ), {STORE_INPUT}
     SELECT count(*) FROM moved
     """
 )
+# By "the batch's outcomes are all the same" (see `_UNIFORM`).
+_OUTCOME = {u: text(_OUTCOME_SQL.replace("{values}", _UNIFORM if u else _PER_ROW)) for u in (0, 1)}
+_OUTCOME_RECEIVED = {
+    u: text(_OUTCOME_RECEIVED_SQL.replace("{values}", _UNIFORM if u else _PER_ROW)) for u in (0, 1)
+}
 
 
 async def mark_outcomes(
@@ -345,24 +357,36 @@ async def mark_outcomes(
     if not outcomes:
         return 0
     # A status is a MessageStatus (a str: JSON takes it as it is) or its value.
+    # The same outcome for every message (a SendGrid request's): as parameters, the rows only
+    # by id; else each row's in the document.
+    first = outcomes[0]
+    uniform = all(
+        o.status == first.status
+        and o.provider_message_id == first.provider_message_id
+        and o.error == first.error
+        for o in outcomes
+    )
     rows = {
-        o.message_id: {
-            "status": o.status,
-            "provider_message_id": o.provider_message_id,
-            "error": o.error,
-        }
+        o.message_id: {}
+        if uniform
+        else {"status": o.status, "provider_message_id": o.provider_message_id, "error": o.error}
         for o in outcomes
     }
     params = {
         "ws": workspace_id,
         "now": now,
         "expected": MessageStatus(expected).value,
+        "status": MessageStatus(first.status).value if uniform else None,
+        "provider_message_id": first.provider_message_id if uniform else None,
+        "error": first.error if uniform else None,
         "rows": _by_id(rows),
     }
     if received_metric is None:
-        result = await session.execute(_OUTCOME, params)
+        result = await session.execute(_OUTCOME[uniform], params)
     else:
-        result = await session.execute(_OUTCOME_RECEIVED, params | {"metric": received_metric})
+        result = await session.execute(
+            _OUTCOME_RECEIVED[uniform], params | {"metric": received_metric}
+        )
     return result.scalar() or 0
 
 

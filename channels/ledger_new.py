@@ -88,8 +88,10 @@ _DECIDED = text(
                CAST(:flow_id AS text), CAST(:flow_version AS int), CAST(:step_id AS text),
                CAST(:journey_id AS text), CAST(:campaign_id AS uuid),
                CAST(:campaign_message_id AS uuid), x.status, x.skip_reason, x.hold_until,
-               x.error, x.to_address, x.subject, decode(x.content, 'base64'),
-               x.content_sha256, x.content_id, x.provider, :now,
+               x.error, x.to_address, COALESCE(x.subject, :subject),
+               decode(x.content, 'base64'), COALESCE(x.content_sha256, :content_sha256),
+               COALESCE(x.content_id, CAST(:content_id AS uuid)),
+               COALESCE(x.provider, :provider), :now,
                CASE WHEN x.status = 'sending' THEN CAST(:now AS timestamptz) END,
                CASE WHEN x.status = 'failed' THEN CAST(:now AS timestamptz) END
         FROM input x
@@ -118,6 +120,25 @@ _DECIDED = text(
     FROM created
     """
 )
+
+
+# Claim columns often the same on every row (a send of one copy): sent once, as parameters.
+_SHARED = ("subject", "content_sha256", "content_id", "provider")
+
+
+def _shared_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each of `_SHARED` as a parameter: the value every row has (then taken out of the rows),
+    else None (each row its own)."""
+    shared = {}
+    for name in _SHARED:
+        value = rows[0].get(name)
+        if value is not None and all(row.get(name) == value for row in rows):
+            for row in rows:
+                del row[name]
+            shared[name] = value
+        else:
+            shared[name] = None
+    return shared
 
 
 async def insert_decided(
@@ -153,6 +174,7 @@ async def insert_decided(
     params = {
         "ws": workspace_id,
         "now": now,
+        **_shared_values(rows),
         "rows": _dumps(rows),
         "channel": Channel(source.channel).value,
         "source_type": SourceType(source.source_type).value,
