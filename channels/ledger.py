@@ -173,7 +173,7 @@ async def mark_held(
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per message: not frozen (see `channels.base.SendResult`)
 class Outgoing:
     """What is about to be handed to the provider, stored on the row before the call."""
 

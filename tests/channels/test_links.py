@@ -178,7 +178,8 @@ def test_a_copy_click_rejects_forged_mixed_and_misused_tokens():
 def test_link_tokens_never_hold_what_looks_like_a_substitution_tag():
     """Link tokens stand in content with SendGrid tags (`-wm<n>-`): a salt keeps `wm<digit>`
     out of every one, and each still verifies."""
-    signer = links.signer(SETTINGS, WS)
+    ws = uuid.UUID(int=1)  # fixed: about 1 link token in 3,000 needs a salt, this one's do
+    signer = links.signer(SETTINGS, ws)
     message = signer.message_token(Channel.email, PROFILE, MSG, COPY)
     salted = 0
     for n in range(3000):
