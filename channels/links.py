@@ -158,6 +158,9 @@ class Signer:
                 packed,
             )
         )
+        return self._signed(payload)
+
+    def _signed(self, payload: bytes) -> str:
         mac = hmac.digest(self._key, payload, "sha256")
         return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
 
@@ -179,8 +182,7 @@ class Signer:
                 copy,
             )
         )
-        mac = hmac.digest(self._key, payload, "sha256")
-        return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
+        return self._signed(payload)
 
     def link_token(self, copy: bytes, url: str) -> str:
         """The token of a link of a copy, the same for every message of it: with a message
@@ -192,8 +194,7 @@ class Signer:
         packed, deflated = _packed_url(url)
         head = bytes((VERSION, LinkKind.link, _ZLIB if deflated else 0)) + self._workspace + copy
         for salt in range(256):
-            payload = head + bytes((salt,)) + packed
-            token = f"{_b64(payload)}.{_b64(hmac.digest(self._key, payload, 'sha256')[:MAC_BYTES])}"
+            token = self._signed(head + bytes((salt,)) + packed)
             if not _TAG_LIKE(token):
                 return token
         raise ValueError("no salt gives a token free of wm<digit>")  # 256 tries: never
