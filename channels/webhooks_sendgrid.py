@@ -164,11 +164,22 @@ async def apply_event(
     return True
 
 
+def _lock_order(event: dict[str, Any]) -> tuple[int, int]:
+    """Events of messages with Waymark's id first, by that id (as UUIDs sort in PostgreSQL)."""
+    found = _uuid(event.get("waymark_message_id"))
+    return (0, found.int) if found is not None else (1, 0)
+
+
 async def apply_events(
     session: AsyncSession, workspace_id: uuid.UUID, events: list[dict[str, Any]]
 ) -> int:
+    """Apply a webhook's events in one transaction, message by message in id order (a
+    message's own events in the order they came): each locks its message's row, and the send
+    path's batch statements lock theirs in id order too (`id = ANY(...)` through the primary
+    key), so the two never wait on each other in a cycle. In arrival order a request's
+    `processed` events deadlocked with the outcome of a batch still being recorded
+    (`bench.campaign`, worker killed and restarted)."""
     applied = 0
-    for event in events:
-        if isinstance(event, dict):
-            applied += await apply_event(session, workspace_id, event)
+    for event in sorted((e for e in events if isinstance(e, dict)), key=_lock_order):
+        applied += await apply_event(session, workspace_id, event)
     return applied

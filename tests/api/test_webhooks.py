@@ -322,3 +322,27 @@ async def test_channel_settings_api(client, workspaces):
     )
     assert bad.status_code == 422
     assert "sendgrid_webhook_public_key" in bad.json()["error"]["message"]
+
+
+async def test_sendgrid_events_are_applied_in_message_id_order(monkeypatch):
+    """One webhook's events lock their messages' rows in id order, as the send path's batch
+    statements do (no deadlock between the two); a message's own events keep their order."""
+    from channels import webhooks_sendgrid
+
+    ids = sorted(uuid.uuid4() for _ in range(5))
+    events = [
+        {"event": kind, "waymark_message_id": str(mid)}
+        for mid in reversed(ids)
+        for kind in ("processed", "delivered")
+    ]
+    events.insert(3, {"event": "bounce", "email": "nobody@example.com"})  # no Waymark id
+    applied = []
+
+    async def record(session, workspace_id, event):
+        applied.append((event.get("waymark_message_id"), event["event"]))
+        return True
+
+    monkeypatch.setattr(webhooks_sendgrid, "apply_event", record)
+    assert await webhooks_sendgrid.apply_events(None, uuid.uuid4(), [*events, "junk"]) == 11
+    expected = [(str(mid), kind) for mid in ids for kind in ("processed", "delivered")]
+    assert applied == [*expected, (None, "bounce")]
