@@ -50,6 +50,19 @@ async def _history(engine, message_id: uuid.UUID) -> list[str]:
         return list(rows)
 
 
+def _cart_email(settings, ws, profile_id: uuid.UUID, message_id: uuid.UUID, **options) -> str:
+    """A one-link email (to the cart) as sent to the profile, its links signed."""
+    html = '<html><body><a href="https://shop.example.com/cart">Cart</a></body></html>'
+    return links.prepare_email_html(
+        html,
+        settings=settings,
+        workspace_id=ws.id,
+        message_id=message_id,
+        profile_id=profile_id,
+        **options,
+    )
+
+
 def _path(url: str) -> str:
     return url.removeprefix("http://127.0.0.1:8000")
 
@@ -83,15 +96,7 @@ async def test_click_redirects_only_to_the_signed_url(client, workspaces, settin
     ws, other = await workspaces.create(), await workspaces.create("Other shop")
     profile_id = await _profile(client, ws)
     message_id = await _message(engine, ws, profile_id)
-    html = '<html><body><a href="https://shop.example.com/cart">Cart</a></body></html>'
-    sent = links.prepare_email_html(
-        html,
-        settings=settings,
-        workspace_id=ws.id,
-        message_id=message_id,
-        profile_id=profile_id,
-        utm={"utm_source": "waymark"},
-    )
+    sent = _cart_email(settings, ws, profile_id, message_id, utm={"utm_source": "waymark"})
     url = sent.split('href="', 1)[1].split('"', 1)[0]
 
     r = await client.get(_path(url))
@@ -130,16 +135,7 @@ async def test_a_click_in_an_email_of_a_shared_copy_redirects_to_its_link(
     ws = await workspaces.create()
     profile_id = await _profile(client, ws)
     message_id = await _message(engine, ws, profile_id)
-    html = '<html><body><a href="https://shop.example.com/cart">Cart</a></body></html>'
-    copy = b"\x01" * links.COPY_BYTES
-    sent = links.prepare_email_html(
-        html,
-        settings=settings,
-        workspace_id=ws.id,
-        message_id=message_id,
-        profile_id=profile_id,
-        copy=copy,
-    )
+    sent = _cart_email(settings, ws, profile_id, message_id, copy=b"\x01" * links.COPY_BYTES)
     url = sent.split('href="', 1)[1].split('"', 1)[0]
     message_token, link_token = url.split("/")[-2:]
     other = links.signer(settings, ws.id).link_token(

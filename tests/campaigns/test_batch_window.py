@@ -10,7 +10,7 @@ import asyncio
 import os
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from campaigns.activities import (
     FinishMessageInput,
@@ -31,13 +31,12 @@ from campaigns.activities import (
     SnapshotAudienceResult,
 )
 from campaigns.audience import Group
-from tests.campaigns.test_replay import HISTORIES_DIR, _marked, _runs, _workflow_at
+from tests.campaigns.test_replay import HISTORIES_DIR, _marked, _runs, _workflow_at, run_message
 from workflows.campaign_message import (
     PARALLEL_BATCHES,
     SLIDING_BATCHES,
     CampaignMessageWorkflow,
     RunCampaignMessageInput,
-    RunCampaignMessageResult,
 )
 
 PRE_SLIDING = "3b526a3"  # the last commit whose workflow sent a group's batches in waves
@@ -96,18 +95,7 @@ async def _run(env: WorkflowEnvironment, workflow: type, stand_in: StandIn, task
     args = RunCampaignMessageInput(
         workspace_id=uuid.uuid4(), campaign_id=uuid.uuid4(), message_id=uuid.uuid4()
     )
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[workflow], activities=stand_in.all()
-    ):
-        handle = await env.client.start_workflow(
-            "CampaignMessageWorkflow",
-            args,
-            id=f"campaign-message-{args.message_id}",
-            task_queue=task_queue,
-            result_type=RunCampaignMessageResult,
-            execution_timeout=timedelta(minutes=2),
-        )
-        return handle, await asyncio.wait_for(handle.result(), timeout=60)
+    return await run_message(env, workflow, stand_in.all(), task_queue, args, timeout=60)
 
 
 async def test_a_slow_batch_holds_back_no_other(temporal_env, task_queue: str):

@@ -220,17 +220,29 @@ async def _run(
         workspace_id=workspace_id, campaign_id=campaign_id, message_id=message_id
     )
     activities = CampaignActivities(engine, settings).all()
+    return await run_message(env, workflow, activities, task_queue, args)
+
+
+async def run_message(
+    env: WorkflowEnvironment,
+    workflow: type,
+    activities: list,
+    task_queue: str,
+    args: RunCampaignMessageInput,
+    timeout: float = 300,
+) -> tuple[WorkflowHandle, RunCampaignMessageResult]:
+    """Run `workflow` for `args` to its end with `activities`: its handle and result."""
     async with Worker(
         env.client, task_queue=task_queue, workflows=[workflow], activities=activities
     ):
         handle = await env.client.start_workflow(
             "CampaignMessageWorkflow",
             args,
-            id=f"campaign-message-{message_id}",
+            id=f"campaign-message-{args.message_id}",
             task_queue=task_queue,
             result_type=RunCampaignMessageResult,
         )
-        return handle, await asyncio.wait_for(handle.result(), timeout=300)
+        return handle, await asyncio.wait_for(handle.result(), timeout=timeout)
 
 
 @pytest.mark.parametrize("code", ["current", PRE_PATCH])
