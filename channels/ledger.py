@@ -334,11 +334,15 @@ _OUTCOME_RECEIVED_SQL = (
     SELECT count(*) FROM moved
     """
 )
-# By "the batch's outcomes are all the same" (see `_UNIFORM`).
-_OUTCOME = {u: text(_OUTCOME_SQL.replace("{values}", _UNIFORM if u else _PER_ROW)) for u in (0, 1)}
-_OUTCOME_RECEIVED = {
-    u: text(_OUTCOME_RECEIVED_SQL.replace("{values}", _UNIFORM if u else _PER_ROW)) for u in (0, 1)
-}
+
+
+def _by_uniformity(sql: str) -> dict[bool, Any]:
+    """`sql` by "the batch's outcomes are all the same" (see `_UNIFORM`)."""
+    return {u: text(sql.replace("{values}", _UNIFORM if u else _PER_ROW)) for u in (False, True)}
+
+
+_OUTCOME = _by_uniformity(_OUTCOME_SQL)
+_OUTCOME_RECEIVED = _by_uniformity(_OUTCOME_RECEIVED_SQL)
 
 
 async def mark_outcomes(
