@@ -259,6 +259,8 @@ class Composer:
     def prepare(self, item: Item) -> Prepared:
         """The message of one recipient; TemplateError when the template does not render."""
         channel, mid, pid = self.channel, item.message_id, item.profile.id
+        if self.shared and self._shared_email:  # the same copy, tagged: one token to sign
+            return self._email_shared(item, self._rendered)  # type: ignore[arg-type,return-value]
         unsubscribe = preferences = None
         if channel == Channel.email or "unsubscribe_url" in self.uses:
             unsubscribe = self.signer.url(LinkKind.unsubscribe, channel, pid, mid)
@@ -295,19 +297,16 @@ class Composer:
                 self._shared_email = (shared, str(content_id), digest)
         return self._shared_email or None  # type: ignore[return-value]
 
-    def _email_shared(
-        self, item: Item, rendered: Rendered, unsubscribe: str, preferences: str | None
-    ) -> Prepared | None:
-        """The same-copy email of one recipient: its signatures, the content shared."""
+    def _email_shared(self, item: Item, rendered: Rendered) -> Prepared | None:
+        """The same-copy email of one recipient: its message token, the content shared."""
         shared = self._shared(rendered)
         if shared is None:
             return None
         email_content, content_id, digest = shared
         mid, pid = item.message_id, item.profile.id
-        known = {LinkKind.unsubscribe: unsubscribe}
-        if preferences:
-            known[LinkKind.preferences] = preferences
-        subs = email_content.values(self.signer, pid.bytes, mid.bytes, known)
+        subs = email_content.values(self.signer, pid.bytes, mid.bytes)
+        # The message token is its unsubscribe link too (`links`), in the header as well.
+        unsubscribe = self.signer.message_url(LinkKind.unsubscribe, subs[email_content.message_tag])
         html, text = email_content.html, email_content.text
         if email_tags.looks_tagged(subs):
             html, text, subs = substitute(html, subs), substitute(text, subs), {}
@@ -340,9 +339,7 @@ class Composer:
         )
 
     def _email(self, item, rendered: Rendered, profile, unsubscribe, preferences) -> Prepared:
-        if profile is None and (
-            shared := self._email_shared(item, rendered, unsubscribe, preferences)
-        ):
+        if profile is None and (shared := self._email_shared(item, rendered)):
             return shared
         mid, to = item.message_id, item.profile.email
         ref = str(mid)

@@ -5,8 +5,8 @@ SendGrid sends one request to up to 1,000 recipients of the same content, each w
 `-wm0-`, `-wm1-`, ... and its value into that recipient's substitutions:
 
 - the signed URLs of the email (clicks, open pixel, unsubscribe/preferences), always — for an
-  email of the same copy (`SharedEmail`), its recipient links and one message token, which
-  every click URL and the open pixel hold;
+  email of the same copy (`SharedEmail`), one message token, which every click URL, the open
+  pixel and the unsubscribe and preference links hold;
 - the recipient's own values the template printed (`personal_values`: first name, ...), where
   tagging them provably changes nothing: every occurrence is in the HTML's text (not in a tag,
   an attribute, a comment or a character reference) and the value is plain (no markup
@@ -143,7 +143,7 @@ def _tagged_structure(
     slots: dict[links._Slot, str] = {}
 
     def place(slot: links._Slot) -> str:
-        if slot[0] == "url":  # a tag already (the unsubscribe URL, tagged before)
+        if slot[0] == "url":  # tagged already (the footer's unsubscribe URL)
             return slot[1]
         if copy is not None:
             return links.copy_url(copy[0], slot, _tag_name(first), copy[1])
@@ -162,15 +162,16 @@ def _tagged_structure(
 class SharedEmail:
     """The content of an email that is the same for every recipient of a send (a template that
     reads nothing of the recipient but, maybe, its own links), tagged once: each recipient's own
-    values are only their links and their message token (in every click URL and the open
-    pixel, `links.copy_url`), which `values` makes. `links.prepare_email_html(..., copy=)`
-    gives the same content, substituted, recipient by recipient."""
+    value is their message token (in every click URL, the open pixel and the unsubscribe and
+    preference links, `links.copy_url`, `links.Signer.message_url`), which `values` makes.
+    `links.prepare_email_html(..., copy=)` with those links gives the same content,
+    substituted, recipient by recipient."""
 
     html: str
     text: str
-    # The recipient's links (`links.LinkKind.unsubscribe`, `.preferences`) the content holds,
-    # printed by the template or in the unsubscribe footer, by tag.
-    links: tuple[tuple[str, links.LinkKind], ...]
+    # Content stored before the message token held the recipient's links: a tag per link
+    # (`links.LinkKind.unsubscribe`, `.preferences`) the content holds. Empty since.
+    links: tuple[tuple[str, links.LinkKind], ...] = ()
     # Content stored before shared copies had a message token: a tag per signed URL (click
     # links, the open pixel). Empty since.
     slots: tuple[tuple[str, links._Slot], ...] = ()
@@ -180,19 +181,14 @@ class SharedEmail:
     copy: bytes = b""
 
     def values(
-        self,
-        signer: links.Signer,
-        profile_id: uuid.UUID | bytes,
-        message_id: uuid.UUID | bytes,
-        known: dict[links.LinkKind, str] | None = None,
+        self, signer: links.Signer, profile_id: uuid.UUID | bytes, message_id: uuid.UUID | bytes
     ) -> dict[str, str]:
-        """One recipient's substitutions (`known`: links signed already, by kind): a value
-        per recipient link and the message token, however many links the email has. Check
-        them with `looks_tagged` before handing them to SendGrid."""
+        """One recipient's substitutions: the message token, however many links the email has
+        (and a signed URL per tag of content stored before). Check them with `looks_tagged`
+        before handing them to SendGrid."""
         subs: dict[str, str] = {}
         for tag, kind in self.links:
-            url = known.get(kind) if known else None
-            subs[tag] = url or signer.url(kind, Channel.email, profile_id, message_id)
+            subs[tag] = signer.url(kind, Channel.email, profile_id, message_id)
         if self.message_tag is not None:
             token = signer.message_token(Channel.email, profile_id, message_id, self.copy)
             subs[self.message_tag] = token
@@ -225,8 +221,9 @@ def shared_email(
 
     `stand_ins`: the URL each recipient link the template prints was rendered with, by kind
     (a URL of Waymark's own, `<public_url>/l/...`, so that it is never click-tracked); each
-    becomes the tag of that link. `unsubscribe`: the footer's unsubscribe link is due (not for
-    transactional email; the footer is left out when the HTML links to the unsubscribe URL)."""
+    becomes that link's URL of the message token's tag (`links.Signer.message_url`).
+    `unsubscribe`: the footer's unsubscribe link is due (not for transactional email; the
+    footer is left out when the HTML links to the unsubscribe URL)."""
     stand_ins = stand_ins or {}
     if derive_text:
         text = links.html_to_text(html)
@@ -241,23 +238,20 @@ def shared_email(
         probe_html, probe_text = probe_html.replace(url, ""), probe_text.replace(url, "")
     if _unsafe(probe_html) or _unsafe(probe_text) or _unsafe(preheader or ""):
         return None
-    kinds = [links.LinkKind.unsubscribe] if unsubscribe else []
-    kinds += [k for k, u in stand_ins.items() if k not in kinds and (u in html or u in text)]
-    kinds.sort()  # unsubscribe before preferences: the same tags for every send of a copy
-    tags = tuple((_tag_name(n), kind) for n, kind in enumerate(kinds))
-    for tag, kind in tags:
-        if url := stand_ins.get(kind):
-            html, text = html.replace(url, tag), text.replace(url, tag)
-    footer = tags[0][0] if unsubscribe else None
+    tag = _tag_name(0)  # the message token's
+    for kind, url in stand_ins.items():
+        own = signer.message_url(kind, tag)
+        html, text = html.replace(url, own), text.replace(url, own)
+    footer = signer.message_url(links.LinkKind.unsubscribe, tag) if unsubscribe else None
     utm_items = tuple((utm or {}).items())
     # The copy's id: what its links and open pixel are signed for.
     copy = hashlib.sha256(
-        json.dumps([html, text, public_url, utm_items, preheader, footer, len(tags)]).encode()
+        json.dumps([html, text, public_url, utm_items, preheader, footer]).encode()
     ).digest()[: links.COPY_BYTES]
     tagged_html, _, _ = _tagged_structure(
-        html, public_url, utm_items, preheader, footer, len(tags), (signer, copy)
+        html, public_url, utm_items, preheader, footer, 0, (signer, copy)
     )
-    return SharedEmail(tagged_html, text, tags, message_tag=_tag_name(len(tags)), copy=copy)
+    return SharedEmail(tagged_html, text, message_tag=tag, copy=copy)
 
 
 def prepare_email_tagged(

@@ -12,7 +12,11 @@ carry one token per message instead of one per link: a `message` token (the ids 
 copy's id, 16 bytes) is the open pixel's, and a click is `/l/c/<message token>/<link token>`,
 where the `link` token (workspace, copy id, URL) is signed once per send. A click verifies
 only with both tokens of the same workspace and copy (`verify_click`): the URL was in that
-message. The message token also records opens, and nothing else (not an unsubscribe).
+message. The message token is also the message's open pixel, its unsubscribe link (page and
+RFC 8058 one-click) and its preference page: what an unsubscribe or preferences token of that
+message would say (workspace, channel, profile, message) is in it, so it grants nothing the
+email does not hold already, and a recipient costs one signature whatever the email prints.
+It is never a click by itself.
 
 HTML is changed with the stdlib HTML parser: only the `href` of `<a>`/`<area>` tags is
 rewritten, in place, and everything else in the document is kept byte for byte.
@@ -53,8 +57,9 @@ class LinkKind(enum.IntEnum):
     click = 2
     unsubscribe = 3
     preferences = 4
-    # A message's one token for its opens and clicks, with the id of its copy (see "Emails of
-    # the same copy" below), and a link of that copy, the same for every recipient.
+    # A message's one token for its opens, clicks, unsubscribe and preferences, with the id of
+    # its copy (see "Emails of the same copy" above), and a link of that copy, the same for
+    # every recipient.
     message = 5
     link = 6
 
@@ -184,6 +189,12 @@ class Signer:
         )
         return self._signed(payload)
 
+    def message_url(self, kind: LinkKind, message_token: str) -> str:
+        """The open pixel, unsubscribe or preference page URL of a message token (or of the
+        substitution tag standing for it)."""
+        prefix, suffix = _PATH_PARTS[kind]
+        return f"{self.base}{prefix}{message_token}{suffix}"
+
     def link_token(self, copy: bytes, url: str) -> str:
         """The token of a link of a copy, the same for every message of it: with a message
         token of the same copy, a click URL (`/l/c/<message token>/<link token>`). Free of
@@ -261,10 +272,14 @@ def _contents(kind: LinkKind, payload: bytes, url: str | None) -> LinkToken:
     )
 
 
+_MESSAGE_TOKEN_KINDS = frozenset({LinkKind.open, LinkKind.unsubscribe, LinkKind.preferences})
+
+
 def verify(settings: Settings, token: str, kind: LinkKind) -> LinkToken:
-    """The token's contents, or BadToken. An open is also a message token's (an email of a
-    shared copy); a click of one is two tokens (`verify_click`)."""
-    kinds = (kind, LinkKind.message) if kind == LinkKind.open else (kind,)
+    """The token's contents, or BadToken. An open, an unsubscribe and a preference page are
+    also a message token's (an email of a shared copy); a click of one is two tokens
+    (`verify_click`)."""
+    kinds = (kind, LinkKind.message) if kind in _MESSAGE_TOKEN_KINDS else (kind,)
     payload = _verified(settings, token, kinds, 51)
     if payload[1] == LinkKind.message:
         return _contents(kind, payload[: 51 + COPY_BYTES], None)
@@ -521,7 +536,7 @@ def copy_url(signer: Signer, slot: _Slot, message_token: str, copy: bytes) -> st
     token (or the substitution tag standing for it) and the link's, the same for every
     message of the copy. HTML-safe when the public URL is."""
     if slot[0] == "open":
-        return f"{signer.base}/l/o/{message_token}.gif"
+        return signer.message_url(LinkKind.open, message_token)
     return f"{signer.base}/l/c/{message_token}/{_link_token(signer, copy, slot[1])}"
 
 

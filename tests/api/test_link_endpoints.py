@@ -186,6 +186,32 @@ async def test_one_click_unsubscribe_revokes_email_consent(client, workspaces, s
     assert (await client.post(path.replace("/l/u/", "/l/p/"))).status_code == 404
 
 
+async def test_an_email_of_a_shared_copy_unsubscribes_with_its_message_token(
+    client, workspaces, settings, engine
+):
+    """A same-copy email signs one token per message: its unsubscribe link (page and RFC 8058
+    one-click) and preference page are that token's; a token altered is 404."""
+    ws = await workspaces.create()
+    profile_id = await _profile(client, ws, consents={"email": "subscribed"})
+    message_id = await _message(engine, ws, profile_id)
+    signer = links.signer(settings, ws.id)
+    token = signer.message_token(Channel.email, profile_id, message_id, b"\x03" * 16)
+    unsubscribe = _path(signer.message_url(LinkKind.unsubscribe, token))
+    preferences = _path(signer.message_url(LinkKind.preferences, token))
+
+    assert (await client.get(unsubscribe[:-2] + "AA")).status_code == 404
+    page = await client.get(preferences)
+    assert page.status_code == 200 and 'value="email" checked' in page.text
+    assert (await client.get(unsubscribe)).status_code == 200
+    r = await client.post(unsubscribe, data={"List-Unsubscribe": "One-Click"})
+    assert r.status_code == 200 and "unsubscribed" in r.text
+    consents = await client.get(f"/v1/profiles/{profile_id}/consents", headers=ws.admin)
+    assert consents.json()["channels"]["email"]["state"] == "unsubscribed"
+    events = [e for e in await _events(engine, profile_id) if e.metric == "Unsubscribed from Email"]
+    assert len(events) == 1 and events[0].properties["message_id"] == str(message_id)
+    assert await _history(engine, message_id) == ["unsubscribed"]
+
+
 async def test_preference_page_round_trip(client, workspaces, settings, engine):
     ws = await workspaces.create()
     profile_id = await _profile(

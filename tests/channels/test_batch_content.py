@@ -239,8 +239,8 @@ SHARED_CASES = [
 def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactional):
     """`SharedEmail` (tagged once per send, the template's own links rendered as stand-ins)
     gives every recipient the email `prepare_email_html` gives them one by one as an email of
-    that copy: their own unsubscribe (and preference) links, their message token in every
-    click URL and the open pixel; nothing else differs."""
+    that copy: their message token in every click URL, the open pixel and their unsubscribe
+    (and preference) links; nothing else differs."""
     utm = {"utm_source": "waymark"}
     ws = uuid.UUID(int=1)
     stand_ins = {
@@ -266,6 +266,16 @@ def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactio
         ids = {"workspace_id": ws, "message_id": uuid.uuid4(), "profile_id": uuid.uuid4()}
         unsubscribe = links.unsubscribe_url(settings=SETTINGS, **ids)
         preferences = links.preferences_url(settings=SETTINGS, **ids)
+        if shared is not None:  # an email of a shared copy: its links are its message token's
+            token = signer.message_token(
+                Channel.email, ids["profile_id"], ids["message_id"], shared.copy
+            )
+            unsubscribe = signer.message_url(links.LinkKind.unsubscribe, token)
+            preferences = signer.message_url(links.LinkKind.preferences, token)
+            assert (
+                links.verify(SETTINGS, token, links.LinkKind.unsubscribe).message_id
+                == (ids["message_id"])
+            )
         real = html.format(u=unsubscribe, p=preferences)
         expected = links.prepare_email_html(
             real,
@@ -281,14 +291,13 @@ def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactio
         subs = shared.values(signer, ids["profile_id"], ids["message_id"])
         assert email_tags.substitute(shared.html, subs) == expected
         assert email_tags.substitute(shared.text, subs) == links.html_to_text(real)
-        # Nothing of the recipient is in the shared content: every open and click URL holds
-        # the tag of the message token; one value per recipient link and that token.
-        tag = shared.message_tag
-        for part in ("/l/u/", "/l/p/"):
-            assert part not in shared.html + shared.text or "wm.example.com/l/u/x" in html
-        assert shared.html.count("/l/c/") + 1 == shared.html.count(f"/{tag}")
+        # Nothing of the recipient is in the shared content: every open, click, unsubscribe
+        # and preferences URL holds the tag of the message token, the one value per recipient.
+        tag, content = shared.message_tag, shared.html + shared.text
+        own = content.count("/l/u/") + content.count("/l/p/") - html.count("/l/u/x")
+        assert content.count("/l/c/") + own == content.count(f"/{tag}") - 1  # and the pixel
         assert f"/l/o/{tag}.gif" in shared.html
-        assert set(subs) == {t for t, _ in shared.links} | {tag}
+        assert set(subs) == {tag} and shared.links == ()
 
 
 def _composer(html: str):
@@ -318,8 +327,8 @@ def _recipient(email: str) -> SimpleNamespace:
 
 
 def test_a_newsletter_of_many_links_still_goes_in_one_request():
-    """However many links an email of the same copy has, each recipient's substitutions are
-    their unsubscribe link and their message token (SendGrid allows 10,000 bytes of them per
+    """However many links an email of the same copy has, each recipient's substitution is
+    their message token, in every link (SendGrid allows 10,000 bytes of them per
     recipient: a signed URL each would overflow them from about 60 links, and every recipient
     then got a request of their own)."""
     from channels.compose import Item as ComposeItem
@@ -334,7 +343,7 @@ def test_a_newsletter_of_many_links_still_goes_in_one_request():
         [email] = composer.prepare(item).outgoing
         emails.append(email)
     provider = SendGridEmailProvider("SG.x", "http://127.0.0.1:9")
-    assert all(len(e.substitutions) == 2 for e in emails)
+    assert all(len(e.substitutions) == 1 for e in emails)
     assert all(sendgrid_provider._sendable(e) is e for e in emails)  # not expanded
     assert len({provider._content_key(e) for e in emails}) == 1  # one request for all
     body = provider.build(emails).get()
@@ -347,6 +356,10 @@ def test_a_newsletter_of_many_links_still_goes_in_one_request():
             email.message_id,
             "https://shop.example.com/p/149?ref=news",
         )
+        # Its unsubscribe link, in the footer and the RFC 8058 header, is the same token's.
+        [token] = email.substitutions.values()
+        unsubscribe = f"https://wm.example.com/l/u/{token}"
+        assert email.headers["List-Unsubscribe"] == f"<{unsubscribe}>" and unsubscribe in real
 
 
 def test_a_template_that_changes_its_links_renders_per_recipient():
@@ -411,10 +424,11 @@ async def test_a_same_copy_send_keeps_its_content_once(
         }
         assert {(m.content, m.content_id) for m in messages.values()} == {(None, stored.id)}
         kept = unpack_content(stored.content)
-        for part in ("/l/u/", "@example.com", "Ann"):
+        for part in ("@example.com", "Ann"):
             assert part not in kept["html"] + kept["text"]
-        tag = kept["message_tag"]  # each message's token, in its click URLs and open pixel
+        tag = kept["message_tag"]  # each message's token, in all its links and open pixel
         assert kept["html"].count("/l/c/") == kept["html"].count(f"/l/c/{tag}/") == 1
+        assert kept["html"].count("/l/u/") == kept["html"].count(f"/l/u/{tag}") == 1
         outbox = {
             o.message_id: o
             for o in (await session.execute(select(LocalOutboxMessage))).scalars().all()
@@ -528,3 +542,61 @@ def test_the_profile_fields_are_those_templates_see():
 
     profile = SimpleNamespace(**{column.key: None for column in PROFILE_COLUMNS})
     assert set(profile_context(profile)) - {"properties"} == PROFILE_FIELDS
+
+
+async def test_shared_content_stored_in_earlier_forms_still_rebuilds():
+    """`message_contents` rows written by earlier code give each message back as it was sent:
+    a tag per signed URL (`slots`), then a tag per recipient link beside the message token's
+    (`links`), now the message token's tag alone."""
+    from channels.compose import message_content, pack
+
+    ws, pid, mid = uuid.UUID(int=1), uuid.uuid4(), uuid.uuid4()
+    signer, copy = links.signer(SETTINGS, ws), b"\x07" * links.COPY_BYTES
+    token = signer.message_token(Channel.email, pid, mid, copy)
+    unsubscribe = signer.url(links.LinkKind.unsubscribe, Channel.email, pid, mid)
+    click = ("click", "https://shop.example.com/")
+    stored = {
+        "slots": (
+            {
+                "html": '<a href="-wm1-">Shop</a><img src="-wm2-"><a href="-wm0-">Leave</a>',
+                "links": [["-wm0-", int(links.LinkKind.unsubscribe)]],
+                "slots": [["-wm1-", *click], ["-wm2-", "open"]],
+            },
+            '<a href="{}">Shop</a><img src="{}"><a href="{}">Leave</a>'.format(
+                links.slot_value(click, signer, pid, mid),
+                links.slot_value(("open",), signer, pid, mid),
+                unsubscribe,
+            ),
+        ),
+        "links": (
+            {
+                "html": '<img src="https://wm.example.com/l/o/-wm1-.gif"><a href="-wm0-">x</a>',
+                "links": [["-wm0-", int(links.LinkKind.unsubscribe)]],
+                "message_tag": "-wm1-",
+                "copy": copy.hex(),
+            },
+            f'<img src="https://wm.example.com/l/o/{token}.gif"><a href="{unsubscribe}">x</a>',
+        ),
+        "message token": (
+            {
+                "html": '<img src="https://wm.example.com/l/o/-wm0-.gif">'
+                '<a href="https://wm.example.com/l/u/-wm0-">x</a>',
+                "links": [],
+                "message_tag": "-wm0-",
+                "copy": copy.hex(),
+            },
+            f'<img src="https://wm.example.com/l/o/{token}.gif">'
+            f'<a href="https://wm.example.com/l/u/{token}">x</a>',
+        ),
+    }
+    for form, (parts, sent) in stored.items():
+        content, _ = pack({"subject": "Sale", "preheader": None, "text": "Sale"} | parts)
+
+        async def get(_model, _id, content=content):
+            return SimpleNamespace(content=content)
+
+        message = SimpleNamespace(
+            content_id=uuid.uuid4(), content=None, workspace_id=ws, profile_id=pid, id=mid
+        )
+        rebuilt = await message_content(SimpleNamespace(get=get), SETTINGS, message)
+        assert (rebuilt["html"], rebuilt["subject"]) == (sent, "Sale"), form

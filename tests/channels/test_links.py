@@ -168,11 +168,27 @@ def test_a_copy_click_rejects_forged_mixed_and_misused_tokens():
     ):
         with pytest.raises(BadToken):
             links.verify_click(SETTINGS, bad_message, bad_link)
-    for kind in (LinkKind.click, LinkKind.unsubscribe, LinkKind.preferences):
-        with pytest.raises(BadToken):  # a message token opens only
-            links.verify(SETTINGS, message, kind)
-    with pytest.raises(BadToken):  # a link token alone is nothing
-        links.verify(SETTINGS, link, LinkKind.click)
+    with pytest.raises(BadToken):  # a message token is no click by itself
+        links.verify(SETTINGS, message, LinkKind.click)
+    for kind in links.PATHS:  # a link token alone is nothing
+        with pytest.raises(BadToken):
+            links.verify(SETTINGS, link, kind)
+
+
+def test_a_message_token_is_its_message_s_unsubscribe_and_preferences_link():
+    """An email of a shared copy signs one token per message: its unsubscribe and preference
+    links are that token's, for that message's recipient and channel."""
+    message, _ = _copy_click("https://shop.example.com/a")
+    for kind in (LinkKind.unsubscribe, LinkKind.preferences):
+        token = links.verify(SETTINGS, message, kind)
+        assert (token.kind, token.channel, token.workspace_id) == (kind, Channel.email, WS)
+        assert (token.profile_id, token.message_id, token.url) == (PROFILE, MSG, None)
+        url = links.signer(SETTINGS, WS).message_url(kind, message)
+        assert url == f"{SETTINGS.public_url.rstrip('/')}{links.PATHS[kind].format(message)}"
+    body, mac = message.split(".")
+    other = links._unb64(body)[:19] + uuid.uuid4().bytes + links._unb64(body)[35:]
+    with pytest.raises(BadToken):  # another profile's, under this MAC
+        links.verify(SETTINGS, f"{links._b64(other)}.{mac}", LinkKind.unsubscribe)
 
 
 def test_link_tokens_never_hold_what_looks_like_a_substitution_tag():
