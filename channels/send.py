@@ -78,7 +78,7 @@ from channels.base import OutcomeUnknown, ProviderUnavailable, SendResult, SendS
 from channels.compose import Composer, Item, Prepared, unpack_content
 from channels.metrics import RECEIVED
 from channels.render import TemplateError, reads_properties
-from channels.settings import ChannelSettings, load_channel_settings
+from channels.settings import ChannelSettings, channel_settings_of
 from core.db import session_factory
 from models import Channel, MessageStatus, Profile, PushSubscription, Workspace
 from models.base import utcnow
@@ -217,10 +217,12 @@ class _Sender:
 
     async def _load(self, session: AsyncSession, profile_ids: Sequence[uuid.UUID]):
         ws = self.spec.workspace_id
-        self.channel_settings: ChannelSettings = await load_channel_settings(session, ws)
         self.workspace = (
             await session.execute(select(Workspace).where(Workspace.id == ws))
         ).scalar_one()
+        self.channel_settings: ChannelSettings = channel_settings_of(
+            self.workspace.timezone, (self.workspace.settings or {}).get("channels")
+        )
         self.template = (
             await session.execute(
                 select(Template).where(

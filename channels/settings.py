@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import time, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import (
@@ -123,9 +123,14 @@ async def load_channel_settings(session: AsyncSession, workspace_id: uuid.UUID) 
     row = (await session.execute(_LOAD, {"ws": workspace_id})).one_or_none()
     if row is None:
         raise LookupError(f"workspace {workspace_id} not found")
-    zone, stored = row
+    return channel_settings_of(*row)
+
+
+def channel_settings_of(workspace_timezone: str | None, stored: Any) -> ChannelSettings:
+    """The settings from a workspace's time zone and its `settings["channels"]` (a caller that
+    has the workspace row already)."""
     settings = ChannelSettings.model_validate(stored or {})
-    settings.workspace_timezone = zone or "UTC"
+    settings.workspace_timezone = workspace_timezone or "UTC"
     return settings
 
 
