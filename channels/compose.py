@@ -102,6 +102,7 @@ def _shared_parts(shared: SharedEmail, subject: str, preheader: str | None) -> d
         "links": [[tag, int(kind)] for tag, kind in shared.links],
         "message_tag": shared.message_tag,
         "copy": shared.copy.hex(),
+        "grants": shared.grants,
     }
 
 
@@ -121,6 +122,7 @@ async def message_content(session: Any, settings: Any, message: Any) -> dict[str
         tuple((tag, tuple(slot)) for tag, *slot in parts.pop("slots", ())),  # stored before
         parts.pop("message_tag", None),
         bytes.fromhex(parts.pop("copy", "")),
+        parts.pop("grants", 0),
     )
     signer = links.signer(settings, message.workspace_id)
     subs = shared.values(signer, message.profile_id, message.id)

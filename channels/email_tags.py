@@ -163,7 +163,8 @@ class SharedEmail:
     """The content of an email that is the same for every recipient of a send (a template that
     reads nothing of the recipient but, maybe, its own links), tagged once: each recipient's own
     value is their message token (in every click URL, the open pixel and the unsubscribe and
-    preference links, `links.copy_url`, `links.Signer.message_url`), which `values` makes.
+    preference links, `links.copy_url`, `links.Signer.message_url`; signed to stand for the
+    links the content holds, `grants`), which `values` makes.
     `links.prepare_email_html(..., copy=)` with those links gives the same content,
     substituted, recipient by recipient."""
 
@@ -179,6 +180,9 @@ class SharedEmail:
     # and the copy's id it carries.
     message_tag: str | None = None
     copy: bytes = b""
+    # The recipient links the content holds, which the message token stands for too
+    # (`links.GRANTS` flags; none in content stored before).
+    grants: int = 0
 
     def values(
         self, signer: links.Signer, profile_id: uuid.UUID | bytes, message_id: uuid.UUID | bytes
@@ -190,7 +194,9 @@ class SharedEmail:
         for tag, kind in self.links:
             subs[tag] = signer.url(kind, Channel.email, profile_id, message_id)
         if self.message_tag is not None:
-            token = signer.message_token(Channel.email, profile_id, message_id, self.copy)
+            token = signer.message_token(
+                Channel.email, profile_id, message_id, self.copy, self.grants
+            )
             subs[self.message_tag] = token
         for name, slot in self.slots:
             subs[name] = links.slot_value(slot, signer, profile_id, message_id)
@@ -239,19 +245,23 @@ def shared_email(
     if _unsafe(probe_html) or _unsafe(probe_text) or _unsafe(preheader or ""):
         return None
     tag = _tag_name(0)  # the message token's
+    held = {links.LinkKind.unsubscribe} if unsubscribe else set()
     for kind, url in stand_ins.items():
-        own = signer.message_url(kind, tag)
-        html, text = html.replace(url, own), text.replace(url, own)
+        if url in html or url in text:
+            held.add(kind)
+            own = signer.message_url(kind, tag)
+            html, text = html.replace(url, own), text.replace(url, own)
     footer = signer.message_url(links.LinkKind.unsubscribe, tag) if unsubscribe else None
+    grants = sum(links.GRANTS[kind] for kind in held)
     utm_items = tuple((utm or {}).items())
     # The copy's id: what its links and open pixel are signed for.
     copy = hashlib.sha256(
-        json.dumps([html, text, public_url, utm_items, preheader, footer]).encode()
+        json.dumps([html, text, public_url, utm_items, preheader, footer, grants]).encode()
     ).digest()[: links.COPY_BYTES]
     tagged_html, _, _ = _tagged_structure(
         html, public_url, utm_items, preheader, footer, 0, (signer, copy)
     )
-    return SharedEmail(tagged_html, text, message_tag=tag, copy=copy)
+    return SharedEmail(tagged_html, text, message_tag=tag, copy=copy, grants=grants)
 
 
 def prepare_email_tagged(

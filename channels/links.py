@@ -12,11 +12,11 @@ carry one token per message instead of one per link: a `message` token (the ids 
 copy's id, 16 bytes) is the open pixel's, and a click is `/l/c/<message token>/<link token>`,
 where the `link` token (workspace, copy id, URL) is signed once per send. A click verifies
 only with both tokens of the same workspace and copy (`verify_click`): the URL was in that
-message. The message token is also the message's open pixel, its unsubscribe link (page and
-RFC 8058 one-click) and its preference page: what an unsubscribe or preferences token of that
-message would say (workspace, channel, profile, message) is in it, so it grants nothing the
-email does not hold already, and a recipient costs one signature whatever the email prints.
-It is never a click by itself.
+message. The message token is also the message's open pixel and, where the email holds them,
+its unsubscribe link (page and RFC 8058 one-click) and its preference page: a flag signed into
+the token for each (`grants`), so it grants nothing the email does not hold already (a
+transactional email without an unsubscribe link has a token that unsubscribes no one), and a
+recipient costs one signature whatever the email prints. It is never a click by itself.
 
 HTML is changed with the stdlib HTML parser: only the `href` of `<a>`/`<area>` tags is
 rewritten, in place, and everything else in the document is kept byte for byte.
@@ -48,6 +48,7 @@ _ZERO = uuid.UUID(int=0)
 _CHANNELS = list(Channel)
 _CHANNEL_INDEX = {c: i for i, c in enumerate(_CHANNELS)}
 _ZLIB = 0x80  # flag in the channel byte: the URL is deflated
+_CHANNEL_BITS = 0x1F  # the channel's index in the channel byte (the rest are flags)
 COPY_BYTES = 16  # the id of an email's copy in message and link tokens
 _TAG_LIKE = re.compile(r"wm\d").search  # what `channels.email_tags` keeps out of shared content
 
@@ -62,6 +63,10 @@ class LinkKind(enum.IntEnum):
     # every recipient.
     message = 5
     link = 6
+
+
+# Flags in a message token's channel byte: the recipient links of its email it stands for too.
+GRANTS = {LinkKind.unsubscribe: 0x40, LinkKind.preferences: 0x20}
 
 
 PATHS = {
@@ -175,12 +180,14 @@ class Signer:
         profile_id: uuid.UUID | bytes,
         message_id: uuid.UUID | bytes,
         copy: bytes,
+        grants: int = 0,
     ) -> str:
-        """The token of one message of a copy: its opens and (with a link token of that copy)
-        its clicks. Laid out as a click token, with the copy's id where the URL would be."""
+        """The token of one message of a copy: its opens, (with a link token of that copy) its
+        clicks, and the recipient links `grants` flags (`GRANTS`: those the email holds).
+        Laid out as a click token, with the copy's id where the URL would be."""
         payload = b"".join(
             (
-                bytes((VERSION, LinkKind.message, _CHANNEL_INDEX[channel])),
+                bytes((VERSION, LinkKind.message, _CHANNEL_INDEX[channel] | grants)),
                 self._workspace,
                 _raw(profile_id),
                 _raw(message_id),
@@ -264,7 +271,7 @@ def _contents(kind: LinkKind, payload: bytes, url: str | None) -> LinkToken:
     message_id = uuid.UUID(bytes=payload[35:51])
     return LinkToken(
         kind=kind,
-        channel=_CHANNELS[payload[2] & ~_ZLIB],
+        channel=_CHANNELS[payload[2] & _CHANNEL_BITS],
         workspace_id=uuid.UUID(bytes=payload[3:19]),
         profile_id=uuid.UUID(bytes=payload[19:35]),
         message_id=None if message_id == _ZERO else message_id,
@@ -276,12 +283,14 @@ _MESSAGE_TOKEN_KINDS = frozenset({LinkKind.open, LinkKind.unsubscribe, LinkKind.
 
 
 def verify(settings: Settings, token: str, kind: LinkKind) -> LinkToken:
-    """The token's contents, or BadToken. An open, an unsubscribe and a preference page are
-    also a message token's (an email of a shared copy); a click of one is two tokens
-    (`verify_click`)."""
+    """The token's contents, or BadToken. An open is also a message token's (an email of a
+    shared copy), and so are an unsubscribe and a preference page where that token grants
+    them (`GRANTS`); a click of one is two tokens (`verify_click`)."""
     kinds = (kind, LinkKind.message) if kind in _MESSAGE_TOKEN_KINDS else (kind,)
     payload = _verified(settings, token, kinds, 51)
     if payload[1] == LinkKind.message:
+        if kind != LinkKind.open and not payload[2] & GRANTS[kind]:
+            raise BadToken("not a token of this kind")  # its email does not hold that link
         return _contents(kind, payload[: 51 + COPY_BYTES], None)
     return _contents(kind, payload, _url(payload[2], payload[51:]))
 
@@ -472,11 +481,13 @@ def prepare_email_html(
     preheader: str | None = None,
     unsubscribe_url: str | None = None,
     copy: bytes | None = None,
+    grants: int = 0,
 ) -> str:
     """The email as sent: UTM on every http(s) link, each rewritten to a signed click URL, an open
     pixel before `</body>`, the preheader as hidden text after `<body>`, and an unsubscribe link
     in a footer when `unsubscribe_url` is given and the HTML links to it nowhere. `copy`: the
-    email is of that shared copy, its clicks and open made of its message token (`copy_url`).
+    email is of that shared copy, its clicks and open made of its message token (`copy_url`),
+    signed with `grants`.
 
     Links opt out of tracking with `data-waymark-track="off"`; mailto:, tel:, anchors and
     Waymark's own links are left alone."""
@@ -488,7 +499,7 @@ def prepare_email_html(
         utm_items,
         preheader,
         unsubscribe_url,
-        lambda slot: _slot_value(slot, settings, ids, copy),
+        lambda slot: _slot_value(slot, settings, ids, copy, grants),
     )
 
 
@@ -498,12 +509,11 @@ _Slot = tuple[str, ...]
 
 
 def _slot_value(
-    slot: _Slot, settings: Settings, ids: dict[str, uuid.UUID], copy: bytes | None
+    slot: _Slot, settings: Settings, ids: dict[str, uuid.UUID], copy: bytes | None, grants: int
 ) -> str:
     """The HTML-escaped text a slot stands for, for one message."""
-    return slot_value(
-        slot, signer(settings, ids["workspace_id"]), ids["profile_id"], ids["message_id"], copy
-    )
+    sign = signer(settings, ids["workspace_id"])
+    return slot_value(slot, sign, ids["profile_id"], ids["message_id"], copy, grants)
 
 
 def slot_value(
@@ -512,11 +522,12 @@ def slot_value(
     profile_id: uuid.UUID | bytes,
     message_id: uuid.UUID | bytes,
     copy: bytes | None = None,
+    grants: int = 0,
 ) -> str:
     """The HTML-escaped text a slot of an email stands for, for one message (`copy`: of an
-    email of that shared copy, `copy_url`)."""
+    email of that shared copy, `copy_url`, its message token signed with `grants`)."""
     if copy is not None and slot[0] != "url":
-        token = signer.message_token(Channel.email, profile_id, message_id, copy)
+        token = signer.message_token(Channel.email, profile_id, message_id, copy, grants)
         return copy_url(signer, slot, token, copy)
     if slot[0] == "click":
         url = signer.url(LinkKind.click, Channel.email, profile_id, message_id, slot[1])

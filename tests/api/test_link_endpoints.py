@@ -190,12 +190,21 @@ async def test_an_email_of_a_shared_copy_unsubscribes_with_its_message_token(
     client, workspaces, settings, engine
 ):
     """A same-copy email signs one token per message: its unsubscribe link (page and RFC 8058
-    one-click) and preference page are that token's; a token altered is 404."""
+    one-click) and preference page are that token's where it was signed to stand for them; a
+    token altered, or of an email without those links, is 404."""
     ws = await workspaces.create()
     profile_id = await _profile(client, ws, consents={"email": "subscribed"})
     message_id = await _message(engine, ws, profile_id)
     signer = links.signer(settings, ws.id)
-    token = signer.message_token(Channel.email, profile_id, message_id, b"\x03" * 16)
+    grants = links.GRANTS[LinkKind.unsubscribe] | links.GRANTS[LinkKind.preferences]
+    token = signer.message_token(Channel.email, profile_id, message_id, b"\x03" * 16, grants)
+    bare = _path(  # the token of an email without those links
+        signer.message_url(
+            LinkKind.unsubscribe,
+            signer.message_token(Channel.email, profile_id, message_id, b"\x03" * 16),
+        )
+    )
+    assert (await client.post(bare)).status_code == 404
     unsubscribe = _path(signer.message_url(LinkKind.unsubscribe, token))
     preferences = _path(signer.message_url(LinkKind.preferences, token))
 

@@ -268,14 +268,19 @@ def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactio
         preferences = links.preferences_url(settings=SETTINGS, **ids)
         if shared is not None:  # an email of a shared copy: its links are its message token's
             token = signer.message_token(
-                Channel.email, ids["profile_id"], ids["message_id"], shared.copy
+                Channel.email, ids["profile_id"], ids["message_id"], shared.copy, shared.grants
             )
             unsubscribe = signer.message_url(links.LinkKind.unsubscribe, token)
             preferences = signer.message_url(links.LinkKind.preferences, token)
-            assert (
-                links.verify(SETTINGS, token, links.LinkKind.unsubscribe).message_id
-                == (ids["message_id"])
-            )
+            # It stands for the recipient links the email holds, and for no other.
+            held = {links.LinkKind.unsubscribe: "{u}" in html or not transactional}
+            held[links.LinkKind.preferences] = "{p}" in html
+            for kind, holds in held.items():
+                if holds:
+                    assert links.verify(SETTINGS, token, kind).message_id == ids["message_id"]
+                else:
+                    with pytest.raises(links.BadToken):
+                        links.verify(SETTINGS, token, kind)
         real = html.format(u=unsubscribe, p=preferences)
         expected = links.prepare_email_html(
             real,
@@ -285,6 +290,7 @@ def test_a_same_copy_email_tagged_once_is_each_recipients_email(html, transactio
             preheader="Deals",
             unsubscribe_url=None if transactional else unsubscribe,
             copy=shared.copy if shared else None,
+            grants=shared.grants if shared else 0,
         )
         if shared is None:
             continue
@@ -552,7 +558,9 @@ async def test_shared_content_stored_in_earlier_forms_still_rebuilds():
 
     ws, pid, mid = uuid.UUID(int=1), uuid.uuid4(), uuid.uuid4()
     signer, copy = links.signer(SETTINGS, ws), b"\x07" * links.COPY_BYTES
-    token = signer.message_token(Channel.email, pid, mid, copy)
+    token = signer.message_token(Channel.email, pid, mid, copy)  # opens and clicks only
+    unsubscribes = links.GRANTS[links.LinkKind.unsubscribe]
+    granting = signer.message_token(Channel.email, pid, mid, copy, unsubscribes)
     unsubscribe = signer.url(links.LinkKind.unsubscribe, Channel.email, pid, mid)
     click = ("click", "https://shop.example.com/")
     stored = {
@@ -584,9 +592,10 @@ async def test_shared_content_stored_in_earlier_forms_still_rebuilds():
                 "links": [],
                 "message_tag": "-wm0-",
                 "copy": copy.hex(),
+                "grants": unsubscribes,
             },
-            f'<img src="https://wm.example.com/l/o/{token}.gif">'
-            f'<a href="https://wm.example.com/l/u/{token}">x</a>',
+            f'<img src="https://wm.example.com/l/o/{granting}.gif">'
+            f'<a href="https://wm.example.com/l/u/{granting}">x</a>',
         ),
     }
     for form, (parts, sent) in stored.items():

@@ -177,8 +177,23 @@ def test_a_copy_click_rejects_forged_mixed_and_misused_tokens():
 
 def test_a_message_token_is_its_message_s_unsubscribe_and_preferences_link():
     """An email of a shared copy signs one token per message: its unsubscribe and preference
-    links are that token's, for that message's recipient and channel."""
-    message, _ = _copy_click("https://shop.example.com/a")
+    links are that token's, for that message's recipient and channel — where the token was
+    signed to stand for them (the email holds them), and not otherwise."""
+    signer = links.signer(SETTINGS, WS)
+    unsubscribes = links.GRANTS[LinkKind.unsubscribe]
+    only = signer.message_token(Channel.email, PROFILE, MSG, COPY, unsubscribes)
+    assert links.verify(SETTINGS, only, LinkKind.unsubscribe).message_id == MSG
+    assert links.verify(SETTINGS, only, LinkKind.open).channel == Channel.email
+    with pytest.raises(BadToken):  # its email has no preference link
+        links.verify(SETTINGS, only, LinkKind.preferences)
+    bare, _ = _copy_click("https://shop.example.com/a")  # e.g. a transactional email's
+    for kind in (LinkKind.unsubscribe, LinkKind.preferences):
+        with pytest.raises(BadToken):
+            links.verify(SETTINGS, bare, kind)
+    message = signer.message_token(
+        Channel.email, PROFILE, MSG, COPY, unsubscribes | links.GRANTS[LinkKind.preferences]
+    )
+    assert links.verify_click(SETTINGS, message, signer.link_token(COPY, "https://a.example/"))
     for kind in (LinkKind.unsubscribe, LinkKind.preferences):
         token = links.verify(SETTINGS, message, kind)
         assert (token.kind, token.channel, token.workspace_id) == (kind, Channel.email, WS)
