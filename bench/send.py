@@ -365,12 +365,14 @@ async def run(database_url: str, n: int, rounds: int, runs: int) -> None:
                     RAW_BATCHED: await raw_sendgrid(base, first, count, 1000),
                 }
                 asked = {}  # the requests each full path made
-                for name in (FULL_SAME, FULL_CAMPAIGN, FULL_NAMED, FULL_SMS):
-                    if name == FULL_SMS:
-                        as_sent = _sms_as_sent(settings, workspace_id, ids, first, count)
-                        spent[RAW_SMS] = await raw_twilio(base, first, count, as_sent)
-                        spent[RAW_SHORT] = await raw_twilio(base, first, count)
+                for name in (FULL_SAME, FULL_CAMPAIGN, FULL_NAMED):
                     spent[name], asked[name] = await full(name, first, count, campaigns[name])
+                as_sent = _sms_as_sent(settings, workspace_id, ids, first, count)
+                spent[RAW_SMS] = await raw_twilio(base, first, count, as_sent)
+                spent[RAW_SHORT] = await raw_twilio(base, first, count)
+                spent[FULL_SMS], asked[FULL_SMS] = await full(
+                    FULL_SMS, first, count, campaigns[FULL_SMS]
+                )
                 if first == n:  # the warm-up: not counted
                     continue
                 for name, value in spent.items():
