@@ -296,7 +296,7 @@ _OUTCOME_MOVED = f"""
             )
         FROM batch b
         WHERE {_BY_ID} AND m.status = :expected
-        RETURNING m.id, m.status, b.doc -> CAST(m.id AS text) AS input
+        RETURNING m.id, m.status, b.doc -> CAST(m.id AS text) AS input{{returning}}
     ), history AS (
         INSERT INTO message_events (message_id, workspace_id, status, occurred_at, detail)
         SELECT id, :ws, status, :now,
@@ -306,30 +306,43 @@ _OUTCOME_MOVED = f"""
                    'error', COALESCE(input -> 'error', to_jsonb(CAST(:error AS text)))))
         FROM moved WHERE status <> 'sent'  -- accepted: `sent_at`, `provider_message_id`
     )"""
-_OUTCOME_SQL = _OUTCOME_MOVED + "\n    SELECT count(*) FROM moved"
+_OUTCOME_SQL = _OUTCOME_MOVED.replace("{returning}", "") + "\n    SELECT count(*) FROM moved"
 
 # The same, and a "Received <Channel>" profile event (`:metric`) for each message the provider
-# accepted, made from the ledger row (whatever status a provider event may have moved it to
-# meanwhile): a replay of the same outcome stores no second event (its message id is the
+# accepted, made from the ledger row: the row this statement moved (its RETURNING), or, for
+# an accepted message it did not move (a replay of the same outcome, or a provider event that
+# moved it first), the row read again — only when there is one (`:accepted`: how many of the
+# batch's outcomes are `sent`). A replay stores no second event (its message id is the
 # event's).
+_RECEIVED = (
+    "profile_id", "channel", "subject", "flow_id", "step_id", "campaign_id",
+    "campaign_message_id", "template_id",
+)  # fmt: skip
 _OUTCOME_RECEIVED_SQL = (
-    _OUTCOME_MOVED
-    + f""", input AS (
-        SELECT m.profile_id, CAST(:metric AS text) AS metric,
-               'waymark:' || CAST(m.id AS text) || '\\:received' AS message_id,
+    _OUTCOME_MOVED.replace("{returning}", "".join(f", m.{c}" for c in _RECEIVED))
+    + f""", accepted AS (
+        SELECT id, {", ".join(_RECEIVED)} FROM moved WHERE status = 'sent'
+        UNION ALL
+        SELECT m.id, {", ".join(f"m.{c}" for c in _RECEIVED)}
+        FROM messages m
+        WHERE (SELECT count(*) FROM moved WHERE status = 'sent') < :accepted
+          AND m.id = ANY (ARRAY(SELECT CAST(e.key AS uuid) FROM batch, jsonb_each(doc) AS e
+                                WHERE COALESCE(e.value ->> 'status', :status) = 'sent'))
+          AND m.id NOT IN (SELECT id FROM moved)
+          AND CAST(m.workspace_id AS text) = CAST(:ws AS text)
+    ), input AS (
+        SELECT profile_id, CAST(:metric AS text) AS metric,
+               'waymark:' || CAST(id AS text) || '\\:received' AS message_id,
                CAST(:now AS timestamptz) AS occurred_at, CAST(NULL AS numeric) AS value,
                CAST(NULL AS text) AS currency,
                jsonb_strip_nulls(jsonb_build_object(
-                   'message_id', CAST(m.id AS text), 'channel', m.channel,
-                   'subject', m.subject, 'flow_id', m.flow_id, 'step_id', m.step_id,
-                   'campaign_id', CAST(m.campaign_id AS text),
-                   'campaign_message_id', CAST(m.campaign_message_id AS text),
-                   'template_id', CAST(m.template_id AS text))) AS properties,
+                   'message_id', CAST(id AS text), 'channel', channel,
+                   'subject', subject, 'flow_id', flow_id, 'step_id', step_id,
+                   'campaign_id', CAST(campaign_id AS text),
+                   'campaign_message_id', CAST(campaign_message_id AS text),
+                   'template_id', CAST(template_id AS text))) AS properties,
                CAST('{{}}' AS jsonb) AS context
-        FROM messages m
-        WHERE m.id = ANY (ARRAY(SELECT CAST(e.key AS uuid) FROM batch, jsonb_each(doc) AS e
-                                WHERE COALESCE(e.value ->> 'status', :status) = 'sent'))
-          AND CAST(m.workspace_id AS text) = CAST(:ws AS text)
+        FROM accepted
     ), {STORE_INPUT}
     SELECT count(*) FROM moved
     """
@@ -388,8 +401,9 @@ async def mark_outcomes(
     if received_metric is None:
         result = await session.execute(_OUTCOME[uniform], params)
     else:
+        accepted = sum(1 for o in outcomes if o.status == MessageStatus.sent)
         result = await session.execute(
-            _OUTCOME_RECEIVED[uniform], params | {"metric": received_metric}
+            _OUTCOME_RECEIVED[uniform], params | {"metric": received_metric, "accepted": accepted}
         )
     return result.scalar() or 0
 

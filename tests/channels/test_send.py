@@ -37,7 +37,9 @@ from models import (
     LocalOutboxMessage,
     Message,
     MessageEvent,
+    MessageStatus,
     Profile,
+    SourceType,
 )
 from models.base import utcnow
 from models.templates import Template
@@ -546,3 +548,52 @@ async def test_a_partly_sent_call_records_what_went_out(engine, workspaces, send
             for m in (await session.execute(select(Message))).scalars()
         )
     assert statuses == [("queued", None), ("sent", "sg-1")]
+
+
+async def test_an_accepted_message_a_provider_event_moved_first_still_gets_its_received_event(
+    engine, workspaces
+):
+    """The outcome statement makes "Received Email" from the rows it moves; a message it does
+    not move because a provider event (delivered) got there first is read again and gets its
+    event too, and a replay of the outcome stores no second one."""
+    ws = await _workspace(engine, workspaces)
+    profiles = [await _profile(engine, ws) for _ in range(3)]
+    async with session_scope(engine) as session:
+        messages = [
+            Message(
+                workspace_id=ws.id,
+                profile_id=p.id,
+                channel=Channel.email,
+                source_type=SourceType.campaign,
+                idempotency_key=f"test:{uuid.uuid4()}",
+                status=MessageStatus.sending,
+                subject="Sale",
+            )
+            for p in profiles
+        ]
+        session.add_all(messages)
+    ids = [m.id for m in messages]
+    async with session_scope(engine) as session:
+        await ledger.record_provider_event(
+            session,
+            workspace_id=ws.id,
+            message_id=ids[0],
+            status=MessageStatus.delivered,
+            occurred_at=utcnow(),
+            provider_event_id="sg-1",
+        )
+    outcomes = [ledger.Outcome(i, MessageStatus.sent, "sg-batch") for i in ids]
+    for expected_moves in (2, 0):  # the outcome, then its replay
+        async with session_scope(engine) as session:
+            moved = await ledger.mark_outcomes(
+                session, ws.id, outcomes, utcnow(), received_metric="Received Email"
+            )
+        assert moved == expected_moves
+        async with session_scope(engine) as session:
+            events = (
+                await session.execute(select(Event).where(Event.workspace_id == ws.id))
+            ).scalars()
+            received = sorted((e.profile_id, e.message_id, e.properties["subject"]) for e in events)
+        assert received == sorted(
+            (p.id, f"waymark:{i}:received", "Sale") for p, i in zip(profiles, ids, strict=True)
+        )
