@@ -24,6 +24,7 @@ import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import lru_cache
 from http.client import HTTPException
 from urllib.error import URLError
 
@@ -83,10 +84,16 @@ def _sendable(email: OutgoingEmail) -> OutgoingEmail:
     return email
 
 
+@lru_cache(maxsize=256)
+def _per_recipient(name: str) -> bool:
+    """A header that goes into the personalization (asked for every header of every email)."""
+    return name.lower() in PER_RECIPIENT_HEADERS
+
+
 def _split_headers(headers: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     shared, own = {}, {}
     for name, value in headers.items():
-        (own if name.lower() in PER_RECIPIENT_HEADERS else shared)[name] = value
+        (own if _per_recipient(name) else shared)[name] = value
     return shared, own
 
 
@@ -123,16 +130,16 @@ def _personalization(email: OutgoingEmail, subject: str) -> dict:
     """`Personalization.get()` of one recipient: to, own headers, subject when it differs from
     the request's, substitutions, custom_args (with Waymark's message id)."""
     personalization: dict = {"to": [{"email": email.to}]}
-    own = {k: v for k, v in email.headers.items() if k.lower() in PER_RECIPIENT_HEADERS}
+    own = {k: v for k, v in email.headers.items() if _per_recipient(k)}
     if own:
         personalization["headers"] = own
     if email.subject != subject:
         personalization["subject"] = email.subject
-    if email.substitutions:
-        personalization["substitutions"] = dict(email.substitutions)
-    args = dict(email.custom_args)  # strings (`OutgoingEmail`)
+    if email.substitutions:  # the email's own dicts: the body is only serialized
+        personalization["substitutions"] = email.substitutions
+    args = email.custom_args  # strings (`OutgoingEmail`)
     if MESSAGE_ID_ARG not in args:
-        args[MESSAGE_ID_ARG] = str(email.message_id)
+        args = {**args, MESSAGE_ID_ARG: str(email.message_id)}
     personalization["custom_args"] = args
     return personalization
 
