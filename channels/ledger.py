@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ingest.events import STORE_INPUT
@@ -78,16 +78,22 @@ async def get_message(
 
 
 async def find_by_provider_id(
-    session: AsyncSession, workspace_id: uuid.UUID, provider_message_id: str
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    provider_message_id: str,
+    to_address: str | None = None,
 ) -> Message | None:
-    return (
-        await session.execute(
-            select(Message).where(
-                Message.workspace_id == workspace_id,
-                Message.provider_message_id == provider_message_id,
-            )
-        )
-    ).scalar_one_or_none()
+    """The message the provider knows by that id; None when there is none or several. A
+    SendGrid id is its request's, shared by every recipient of a batch: `to_address` (the
+    event's recipient) tells them apart."""
+    query = select(Message).where(
+        Message.workspace_id == workspace_id,
+        Message.provider_message_id == provider_message_id,
+    )
+    if to_address:
+        query = query.where(func.lower(Message.to_address) == to_address.lower())
+    found = (await session.execute(query.limit(2))).scalars().all()
+    return found[0] if len(found) == 1 else None
 
 
 # --- the send path's own transitions ------------------------------------------------------

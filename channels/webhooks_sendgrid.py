@@ -91,8 +91,9 @@ async def _message_id(session: AsyncSession, workspace_id: uuid.UUID, event: dic
     if found := _uuid(event.get("waymark_message_id")):
         return found
     sg_id = str(event.get("sg_message_id") or "").split(".", 1)[0]
-    if sg_id:
-        row = await ledger.find_by_provider_id(session, workspace_id, sg_id)
+    if sg_id:  # the request's id: its recipient tells the messages of a batch apart
+        email = str(event.get("email") or "").strip() or None
+        row = await ledger.find_by_provider_id(session, workspace_id, sg_id, email)
         return row.id if row else None
     return None
 

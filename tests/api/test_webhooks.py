@@ -127,6 +127,37 @@ async def test_sendgrid_events_update_the_ledger_and_profile(client, engine, wor
     assert sorted(metrics) == ["Clicked Email", "Opened Email"]
 
 
+async def test_a_sendgrid_event_without_its_custom_arg_finds_its_message_in_a_batch(
+    client, engine, workspaces
+):
+    """A batched request's recipients share its id (`sg_message_id`'s prefix): an event that
+    lacks Waymark's message id is matched by that id and its recipient; one that matches
+    several messages or none changes nothing (and is no 500)."""
+    private, public = _keys()
+    ws, ada = await _setup(client, engine, workspaces, sendgrid_webhook_public_key=public)
+    async with session_scope(engine) as session:
+        bob = Profile(workspace_id=ws.id, email="bob@example.com")
+        session.add(bob)
+    ids = [await _message(engine, ws, p, provider_message_id="sgbatch") for p in (ada, bob)]
+    twice = await _message(engine, ws, ada, provider_message_id="sgbatch")  # Ada again
+    base = {"timestamp": int(time.time()), "sg_message_id": "sgbatch.filter0001"}
+    events = [
+        {**base, "email": "BOB@example.com", "event": "delivered", "sg_event_id": "b1"},
+        {**base, "email": "ada@example.com", "event": "delivered", "sg_event_id": "a1"},
+        {**base, "email": "eve@example.com", "event": "delivered", "sg_event_id": "e1"},
+    ]
+    body, headers = _signed(private, events)
+
+    response = await client.post(f"/webhooks/sendgrid/{ws.id}", content=body, headers=headers)
+
+    assert response.status_code == 204
+    statuses = {
+        m.id: m.status
+        for m in await _rows(engine, select(Message).where(Message.workspace_id == ws.id))
+    }
+    assert statuses == {ids[0]: "sent", ids[1]: "delivered", twice: "sent"}
+
+
 async def test_sendgrid_forged_or_unsigned_requests_are_rejected(client, engine, workspaces):
     private, public = _keys()
     forger, _ = _keys()
