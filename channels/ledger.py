@@ -282,27 +282,51 @@ class Outcome(NamedTuple):  # a tuple: one is made per message of a batch
 
 # Each row's outcome from its entry in the batch document, or, when every row of the batch has
 # the same outcome (a SendGrid request's: all accepted under one id), from the parameters
-# (`:status`, `:provider_message_id`, `:error`), with no JSON read per row.
-_PER_ROW = """jsonb_to_record(b.doc -> CAST(m.id AS text))
-                     AS x(status text, provider_message_id text, error text)"""
-_UNIFORM = """(SELECT CAST(:status AS text), CAST(:provider_message_id AS text),
-                        CAST(:error AS text)) AS x(status, provider_message_id, error)"""
+# (`:status`, `:provider_message_id`, `:error`): then the rows are only found by id, with no
+# JSON read and no sub-select per row (a quarter of the statement's time, measured).
+_OUTCOME_COLUMNS = ("status", "provider_message_id", "error", "sent_at", "failed_at", "sending_at")
+
+
+def _outcome_values(status: str, provider_message_id: str, error: str) -> tuple[str, ...]:
+    """The new values of `_OUTCOME_COLUMNS`, from these expressions of the outcome."""
+    now = "CAST(:now AS timestamptz)"
+    return (
+        status,
+        f"COALESCE({provider_message_id}, m.provider_message_id)",
+        error,
+        f"CASE WHEN {status} = 'sent' THEN {now} ELSE m.sent_at END",
+        f"CASE WHEN {status} = 'failed' THEN {now} ELSE m.failed_at END",
+        f"CASE WHEN {status} = 'queued' THEN NULL ELSE m.sending_at END",
+    )
+
+
+_PER_ROW = """SET ({columns}) = (
+                SELECT {values}
+                FROM jsonb_to_record(b.doc -> CAST(m.id AS text))
+                     AS x(status text, provider_message_id text, error text)
+            )
+        FROM batch b""".format(
+    columns=", ".join(_OUTCOME_COLUMNS),
+    values=", ".join(_outcome_values("x.status", "x.provider_message_id", "x.error")),
+)
+_UNIFORM = "SET " + ", ".join(
+    f"{column} = {value}"
+    for column, value in zip(
+        _OUTCOME_COLUMNS,
+        _outcome_values(
+            "CAST(:status AS text)", "CAST(:provider_message_id AS text)", "CAST(:error AS text)"
+        ),
+        strict=True,
+    )
+)
+# What each row's entry says (the history's detail), by variant: the document's, or none.
+_INPUT = {False: "b.doc -> CAST(m.id AS text)", True: "CAST(NULL AS jsonb)"}
 _OUTCOME_MOVED = f"""
     WITH {_BATCH}, moved AS (
         UPDATE messages m
-        SET (status, provider_message_id, error, sent_at, failed_at, sending_at) = (
-                SELECT x.status, COALESCE(x.provider_message_id, m.provider_message_id),
-                       x.error,
-                       CASE WHEN x.status = 'sent' THEN CAST(:now AS timestamptz)
-                            ELSE m.sent_at END,
-                       CASE WHEN x.status = 'failed' THEN CAST(:now AS timestamptz)
-                            ELSE m.failed_at END,
-                       CASE WHEN x.status = 'queued' THEN NULL ELSE m.sending_at END
-                FROM {{values}}
-            )
-        FROM batch b
+        {{set}}
         WHERE {_BY_ID} AND m.status = :expected
-        RETURNING m.id, m.status, b.doc -> CAST(m.id AS text) AS input{{returning}}
+        RETURNING m.id, m.status, {{input}} AS input{{returning}}
     ), history AS (
         INSERT INTO message_events (message_id, workspace_id, status, occurred_at, detail)
         SELECT id, :ws, status, :now,
@@ -357,7 +381,10 @@ _OUTCOME_RECEIVED_SQL = (
 
 def _by_uniformity(sql: str) -> dict[bool, Any]:
     """`sql` by "the batch's outcomes are all the same" (see `_UNIFORM`)."""
-    return {u: text(sql.replace("{values}", _UNIFORM if u else _PER_ROW)) for u in (False, True)}
+    return {
+        u: text(sql.replace("{set}", _UNIFORM if u else _PER_ROW).replace("{input}", _INPUT[u]))
+        for u in (False, True)
+    }
 
 
 _OUTCOME = _by_uniformity(_OUTCOME_SQL)
