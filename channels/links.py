@@ -279,7 +279,7 @@ def _contents(kind: LinkKind, payload: bytes, url: str | None) -> LinkToken:
     )
 
 
-_MESSAGE_TOKEN_KINDS = frozenset({LinkKind.open, LinkKind.unsubscribe, LinkKind.preferences})
+_MESSAGE_TOKEN_KINDS = frozenset({LinkKind.open, *GRANTS})
 
 
 def verify(settings: Settings, token: str, kind: LinkKind) -> LinkToken:

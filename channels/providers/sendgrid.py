@@ -130,7 +130,7 @@ def _personalization(email: OutgoingEmail, subject: str) -> dict:
     """`Personalization.get()` of one recipient: to, own headers, subject when it differs from
     the request's, substitutions, custom_args (with Waymark's message id)."""
     personalization: dict = {"to": [{"email": email.to}]}
-    own = {k: v for k, v in email.headers.items() if _per_recipient(k)}
+    _, own = _split_headers(email.headers)
     if own:
         personalization["headers"] = own
     if email.subject != subject:
