@@ -57,6 +57,7 @@ class Item:
     profile: Any  # a row of `channels.send.PROFILE_COLUMNS`
     event: dict[str, Any] | None
     existing: bool
+    profile_ref: str = ""  # the profile id as text, when the caller has it (else made here)
 
 
 @dataclass(slots=True)
@@ -335,7 +336,7 @@ class Composer:
             custom_args={
                 "waymark_message_id": ref,
                 "waymark_workspace_id": self.workspace_ref,
-                "waymark_profile_id": str(item.profile.id),
+                "waymark_profile_id": item.profile_ref or str(item.profile.id),
             },
             substitutions=subs,
         )

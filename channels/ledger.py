@@ -274,7 +274,7 @@ async def mark_sending(
 
 
 class Outcome(NamedTuple):  # a tuple: one is made per message of a batch
-    message_id: uuid.UUID
+    message_id: uuid.UUID | str  # or its text (the send path has it: no str() per message)
     status: MessageStatus  # sent | failed | queued (handed back: the provider was unavailable)
     provider_message_id: str | None = None
     error: str | None = None

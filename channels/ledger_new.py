@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.ledger import _FIND, Outgoing, _dumps, outgoing_row
+from ingest.events import live_profile
 from models import Channel, MessageStatus
 from models.messages import SourceType
 
@@ -67,10 +68,12 @@ class Decided:
     hold_until: datetime | None = None
     error: str | None = None
     outgoing: Outgoing | None = None
+    ref: str = ""  # the message id as text, when the caller has it (else made here)
+    profile_ref: str = ""  # the profile id as text, likewise
 
 
 _DECIDED = text(
-    """
+    f"""
     WITH input AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
              AS x(id uuid, key text, profile_id uuid, status text, skip_reason text,
@@ -95,11 +98,8 @@ _DECIDED = text(
                CASE WHEN x.status = 'sending' THEN CAST(:now AS timestamptz) END,
                CASE WHEN x.status = 'failed' THEN CAST(:now AS timestamptz) END
         FROM input x
-        -- A correlated probe of the profile's primary key per row (OFFSET 0: not turned into
-        -- a join, see `channels.ledger`'s batch statements).
-        WHERE EXISTS (SELECT FROM profiles p
-                      WHERE p.id = x.profile_id
-                        AND CAST(p.workspace_id AS text) = CAST(:ws AS text) OFFSET 0)
+        -- The profile, locked: none is written for a profile that is gone (erased meanwhile).
+        WHERE {live_profile("x.profile_id")}
         ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
         RETURNING id, status, skip_reason, hold_until, error
     ), history AS (
@@ -110,13 +110,13 @@ _DECIDED = text(
                    WHEN 'queued' THEN jsonb_build_object('reason', 'quiet_hours',
                                                          'hold_until', hold_until)
                    WHEN 'failed' THEN jsonb_build_object('error', error)
-                   ELSE '{}'::jsonb
+                   ELSE '{{}}'::jsonb
                END
         FROM created WHERE status <> 'sending'  -- a claim: `sending_at` keeps it
     )
     -- Every row written (the usual case): NULL, and no id to send back.
     SELECT CASE WHEN count(*) < :count
-                THEN COALESCE(array_agg(id), CAST('{}' AS uuid[])) END
+                THEN COALESCE(array_agg(id), CAST('{{}}' AS uuid[])) END
     FROM created
     """
 )
@@ -157,9 +157,9 @@ async def insert_decided(
     rows = []
     for d in decided:
         row: dict[str, Any] = {
-            "id": str(d.message_id),
+            "id": d.ref or str(d.message_id),
             "key": d.idempotency_key,
-            "profile_id": str(d.profile_id),
+            "profile_id": d.profile_ref or str(d.profile_id),
             "status": d.status.value,
         }
         if d.skip_reason is not None:

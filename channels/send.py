@@ -166,6 +166,7 @@ class _Spec:
 class _Recipient:
     key: str
     profile_id: uuid.UUID
+    ref: str  # the profile id as text: made once, used by every statement and the provider
     event: dict[str, Any] | None = None
 
 
@@ -215,7 +216,7 @@ class _Sender:
 
     # -- loading -----------------------------------------------------------------------
 
-    async def _load(self, session: AsyncSession, profile_ids: Sequence[uuid.UUID]):
+    async def _load(self, session: AsyncSession, profile_refs: Sequence[str]):
         ws = self.spec.workspace_id
         self.workspace = (
             await session.execute(select(Workspace).where(Workspace.id == ws))
@@ -236,7 +237,7 @@ class _Sender:
         columns = PROFILE_COLUMNS
         if self.template is not None and not reads_properties(self.template):
             columns = [*PROFILE_COLUMNS[:-1], null().label("properties")]
-        ids = json.dumps([str(i) for i in profile_ids])
+        ids = json.dumps(profile_refs)
         rows = await session.execute(
             select(*columns).where(_BATCH_PROFILES.bindparams(ids=ids, ws=str(ws)))
         )
@@ -331,8 +332,13 @@ class _Sender:
     ) -> dict[str, _Result]:
         ws = self.spec.workspace_id
         now = self._now()
+        owned = self.providers is None
         async with session_factory(self.engine)() as session:
-            await self._load(session, [r.profile_id for r in recipients])
+            if owned:  # the workspace's own: read with the batch, not in a session of their own
+                from channels.credentials import providers_for
+
+                self.providers = await providers_for(session, self.settings, ws)
+            await self._load(session, [r.ref for r in recipients])
             rows = await ledger_new.find_many(session, ws, [r.key for r in recipients])
             reopened: list[Item] = []
             fresh: list[Item] = []
@@ -342,13 +348,19 @@ class _Sender:
                 row = rows.get(r.key)
                 if row is not None:
                     if self._existing(r.key, row, now, unknown) and profile is not None:
-                        reopened.append(Item(r.key, row.id, profile, r.event, True))
+                        reopened.append(Item(r.key, row.id, profile, r.event, True, r.ref))
                 elif profile is not None:  # else erased: nothing to send, nothing to record
-                    fresh.append(Item(r.key, uuid.uuid4(), profile, r.event, False))
+                    fresh.append(Item(r.key, uuid.uuid4(), profile, r.event, False, r.ref))
             await ledger.mark_outcomes(session, ws, unknown, now)
             sendable = await self._gate(session, reopened, fresh, now)
             await session.commit()
-        await self._pipeline(sendable, heartbeat)
+        provider = self._provider()
+        if owned and hasattr(provider, "__aenter__"):
+            # Providers that hold connections (Twilio's HTTP client) keep them for the whole call.
+            async with provider:
+                await self._pipeline(sendable, heartbeat)
+        else:
+            await self._pipeline(sendable, heartbeat)
         if self.pending:
             raise OutcomePending(
                 f"{self.pending} message(s) are in `sending` after an interrupted attempt; "
@@ -401,6 +413,7 @@ class _Sender:
             smart_sending=spec.smart_sending,
             now=now,
             settings=self.channel_settings,
+            refs=[i.profile_ref for i in items],
         )
         skips, holds, sendable = [], [], []
         decided: list[ledger_new.Decided] = []
@@ -422,6 +435,7 @@ class _Sender:
                         else MessageStatus.queued,
                         skip_reason=decision.reason,
                         hold_until=decision.hold_until,
+                        profile_ref=item.profile_ref,
                     )
                 )
             else:
@@ -489,7 +503,13 @@ class _Sender:
         sending = MessageStatus.sending
         decided = [
             ledger_new.Decided(
-                p.item.message_id, p.item.key, p.item.profile.id, sending, outgoing=p.claim
+                p.item.message_id,
+                p.item.key,
+                p.item.profile.id,
+                sending,
+                outgoing=p.claim,
+                ref=p.ref,
+                profile_ref=p.item.profile_ref,
             )
             for p in prepared
             if not p.item.existing
@@ -634,7 +654,7 @@ class _Sender:
             ids = [r.provider_message_id for r in results if r.status == SendStatus.sent]
             if ids:
                 provider_id = ",".join(filter(None, ids)) or None
-                outcomes.append(ledger.Outcome(mid, MessageStatus.sent, provider_id))
+                outcomes.append(ledger.Outcome(p.ref, MessageStatus.sent, provider_id))
                 record(p.item.key, _Result(sent_outcome, mid, sent_status, None, None, provider_id))
             else:
                 error = "; ".join(r.error or "refused" for r in results) or (
@@ -661,16 +681,7 @@ async def _run(
     heartbeat: Callable[..., None] | None,
     providers: Any,
 ) -> dict[str, _Result]:
-    if providers is not None:
-        return await _Sender(engine, settings, spec, providers).run(recipients, heartbeat)
-    from channels.credentials import providers_for
-
-    providers = await providers_for(engine, settings, spec.workspace_id)
-    # Providers that hold connections (Twilio's HTTP client) keep them for the whole call.
-    provider = getattr(providers, spec.channel.value)
-    if hasattr(provider, "__aenter__"):
-        async with provider:
-            return await _Sender(engine, settings, spec, providers).run(recipients, heartbeat)
+    """`providers`: the workspace's own (`channels.credentials.providers_for`) when None."""
     return await _Sender(engine, settings, spec, providers).run(recipients, heartbeat)
 
 
@@ -705,7 +716,9 @@ async def send_one(
     engine: AsyncEngine, settings: Any, input: SendMessageInput, *, providers: Any = None
 ) -> SendMessageResult:
     """Send one message (safe to call again with the same key: see the module docstring)."""
-    recipient = _Recipient(input.idempotency_key, input.profile_id, input.event)
+    recipient = _Recipient(
+        input.idempotency_key, input.profile_id, str(input.profile_id), input.event
+    )
     results = await _run(engine, settings, _spec(input), [recipient], None, providers)
     result = results.get(input.idempotency_key)
     if result is None:  # the profile is gone (erased): nothing to send, nothing to record
@@ -740,8 +753,9 @@ async def send_many_outcomes(
     what a campaign records per recipient, without reading the ledger back."""
     prefix = input.idempotency_prefix
     recipients = [
-        _Recipient(f"{prefix}:{profile_id}", profile_id)
+        _Recipient(f"{prefix}:{ref}", profile_id, ref)
         for profile_id in dict.fromkeys(input.profile_ids)
+        for ref in (str(profile_id),)
     ]
     results = await _run(engine, settings, _spec(input), recipients, heartbeat, providers)
     summary = SendMessagesResult(missing=len(recipients) - len(results))

@@ -3,10 +3,12 @@
 Two steps, in this order, used by the REST API and the CLI:
 
 1. `erase_profile` deletes the profile and everything stored about it in the caller's
-   transaction. The outbox rows of its events go first, explicitly (they have no foreign key:
-   `models.event.EventOutbox`). Foreign keys cascade to events, consents and their
-   history, aliases, list memberships and their change log, and push subscriptions; suppressions
-   are keyed by address, not profile, so the ones for its email and phone go explicitly.
+   transaction. Foreign keys cascade to consents and their history, aliases, list memberships
+   and their change log, and push subscriptions. Its events (with their outbox rows) and its
+   messages (with their history) have no foreign key to it (`models.profile.profile_of_row`):
+   they go in the statement after the profile's, so that a writer that locked the profile has
+   committed by then (its rows go too), and none can write for it any more. Suppressions are
+   keyed by address, not profile, so the ones for its email and phone go explicitly.
    Segment memberships go first, explicitly (`segments.membership.remove_profiles`), so each
    segment's `member_count` drops with them; no exit is logged: the profile's change log
    (`segment_membership_changes`, like `list_membership_changes`) references it and is erased
@@ -39,14 +41,19 @@ log = structlog.get_logger(__name__)
 ERASED_REASON = "profile erased"
 _RPC_TIMEOUT = timedelta(seconds=10)
 
-_DELETE_OUTBOX = text(
-    """
-    DELETE FROM event_outbox o USING events e
-    WHERE e.id = o.event_id AND e.profile_id = :id AND e.workspace_id = :ws
-    """
-)
 _DELETE_PROFILE = text(
     "DELETE FROM profiles WHERE id = :id AND workspace_id = :ws RETURNING email, phone"
+)
+# After `_DELETE_PROFILE`, in a statement of its own (see the module's docstring).
+_DELETE_ROWS = text(
+    """
+    WITH events_gone AS (
+        DELETE FROM events WHERE workspace_id = :ws AND profile_id = :id RETURNING id
+    ), outbox_gone AS (
+        DELETE FROM event_outbox WHERE event_id IN (SELECT id FROM events_gone)
+    )
+    DELETE FROM messages WHERE workspace_id = :ws AND profile_id = :id
+    """
 )
 _DELETE_SUPPRESSIONS = text(
     """
@@ -68,12 +75,12 @@ async def erase_profile(
     from segments.membership import remove_profiles  # segments build on ingest
 
     await remove_profiles(session, workspace_id, [profile_id], log_exits=False)
-    await session.execute(_DELETE_OUTBOX, {"id": profile_id, "ws": workspace_id})
     row = (
         await session.execute(_DELETE_PROFILE, {"id": profile_id, "ws": workspace_id})
     ).one_or_none()
     if row is None:
         return False
+    await session.execute(_DELETE_ROWS, {"id": profile_id, "ws": workspace_id})
     if row.email or row.phone:
         await session.execute(
             _DELETE_SUPPRESSIONS, {"ws": workspace_id, "email": row.email, "phone": row.phone}

@@ -32,17 +32,30 @@ class NewEvent:
     context: dict[str, Any] = field(default_factory=dict)
 
 
+def live_profile(column: str) -> str:
+    """SQL: the row's profile (`column`) exists in workspace `:ws`, locked as a foreign key's
+    check locks it (`FOR KEY SHARE`, until the transaction ends: erasure and merge, which delete
+    the profile, wait for it); false once it is gone. A correlated probe of the primary key per
+    row (OFFSET 0: not turned into a join). See `models.profile.profile_of_row`."""
+    return (
+        f"EXISTS (SELECT FROM profiles p WHERE p.id = {column}"
+        " AND CAST(p.workspace_id AS text) = CAST(:ws AS text) OFFSET 0 FOR KEY SHARE)"
+    )
+
+
 # Stores the rows of a CTE named `input` (profile_id, metric, message_id, occurred_at, value,
 # currency, properties, context) as events of workspace `:ws`: a replayed message id is dropped,
-# every stored event gets its outbox row and its metric a row in `metrics`. Statements that
-# derive events from other rows (the send path's "Received" events) end with it too.
-STORE_INPUT = """
+# and so is an event of a profile that is gone (erased or merged meanwhile); every stored event
+# gets its outbox row and its metric a row in `metrics`. Statements that derive events from
+# other rows (the send path's "Received" events) end with it too.
+STORE_INPUT = f"""
     stored AS (
         INSERT INTO events (workspace_id, profile_id, metric, message_id, occurred_at, value,
                             currency, properties, context)
         SELECT :ws, profile_id, metric, message_id, occurred_at, value, currency, properties,
                context
         FROM input
+        WHERE {live_profile("input.profile_id")}
         ON CONFLICT (workspace_id, message_id) DO NOTHING
         RETURNING id, metric
     ), outboxed AS (

@@ -172,7 +172,6 @@ async def _update(
 # Tables whose rows follow a profile when it is merged into another: its history included, so
 # past entries, exits, joins and leaves stay counted (segment history charts read them).
 _MOVE = (
-    "UPDATE events SET profile_id = :target WHERE profile_id = :source",
     "UPDATE profile_aliases SET profile_id = :target WHERE profile_id = :source",
     "UPDATE push_subscriptions SET profile_id = :target WHERE profile_id = :source",
     "UPDATE consent_changes SET profile_id = :target WHERE profile_id = :source",
@@ -182,6 +181,11 @@ _MOVE = (
     "INSERT INTO consents (profile_id, channel, workspace_id, state, source, updated_at) "
     "SELECT :target, channel, workspace_id, state, source, updated_at FROM consents "
     "WHERE profile_id = :source ON CONFLICT DO NOTHING",
+)
+
+_MOVE_AFTER = (
+    "UPDATE events SET profile_id = :target WHERE workspace_id = :ws AND profile_id = :source",
+    "UPDATE messages SET profile_id = :target WHERE workspace_id = :ws AND profile_id = :source",
 )
 
 # The source's list memberships end (a `left` row each, source `merged`); the target joins the
@@ -214,9 +218,10 @@ _MOVE_LISTS = text(
 async def merge_profiles(
     session: AsyncSession, workspace_id: uuid.UUID, source: uuid.UUID, target: uuid.UUID
 ) -> None:
-    """Fold `source` into `target`: its events, aliases, consents, subscriptions and history move;
-    reserved fields the target lacks are filled from the source; the target's custom properties
-    win over the source's. The source profile is then deleted.
+    """Fold `source` into `target`: its events, messages, aliases, consents, subscriptions and
+    history move; reserved fields the target lacks are filled from the source; the target's
+    custom properties win over the source's. The source profile is then deleted (its events and
+    messages move right after that: see `_MOVE_AFTER`).
 
     Memberships are logged like any other change: the source exits each of its segments and
     leaves each of its lists (rows in the target's history, as the source's earlier ones now
@@ -250,4 +255,8 @@ async def merge_profiles(
         ),
         params,
     )
+    # Events and messages have no foreign key to the profile: they move once it is gone, so a
+    # writer that locked it has committed (see `models.profile.profile_of_row`).
+    for statement in _MOVE_AFTER:
+        await session.execute(text(statement), {**params, "ws": workspace_id})
     await profiles_changed(session, workspace_id, [target], new=True)

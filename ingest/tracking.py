@@ -96,16 +96,47 @@ async def apply_calls(
             rejected.append(Rejected(index=index, reason="timestamp: out of range"))
             continue
         valid.append((call, value, occurred_at))
-    profiles = await identity.resolve(
-        session, workspace_id, {_identity(call) for call, _, _ in valid}
-    )
-    events = [
-        _event(call, value, profiles[_identity(call)], occurred_at)
-        for call, value, occurred_at in valid
-    ]
-    stored = await store_events(session, workspace_id, events)
+    stored = await _store(session, workspace_id, valid)
     rejected.sort(key=lambda r: r.index)
     return Outcome(len(calls) - len(rejected), rejected, stored)
+
+
+RESOLVE_ATTEMPTS = 3
+_GONE = text(
+    "SELECT x FROM unnest(CAST(:ids AS uuid[])) AS x"
+    " WHERE NOT EXISTS (SELECT FROM profiles p WHERE p.id = x)"
+)
+
+
+async def _store(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    valid: list[tuple[TrackCall | PageCall, Decimal | None, datetime]],
+) -> list[int]:
+    """Resolve the events' profiles and store the events. An event whose profile was merged
+    away or erased in between is not stored (`store_events`); its identity is resolved again
+    (now naming the merge's target, or a new profile) and it is stored then: an accepted event
+    is never dropped."""
+    stored: list[int] = []
+    for _ in range(RESOLVE_ATTEMPTS):
+        profiles = await identity.resolve(
+            session, workspace_id, {_identity(call) for call, _, _ in valid}
+        )
+        events = [
+            _event(call, value, profiles[_identity(call)], occurred_at)
+            for call, value, occurred_at in valid
+        ]
+        new = await store_events(session, workspace_id, events)
+        stored += new
+        if len(new) == len(events):
+            return stored
+        # Fewer stored: replays, or events of a profile that is gone.
+        ids = list({e.profile_id for e in events})
+        gone = set((await session.execute(_GONE, {"ids": ids})).scalars())
+        if not gone:
+            return stored
+        valid = [v for v, e in zip(valid, events, strict=True) if e.profile_id in gone]
+    raise RuntimeError(f"profiles kept disappearing while storing events: {sorted(gone)}")
 
 
 async def _first_time(session: AsyncSession, workspace_id: uuid.UUID, call: Call) -> bool:

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from models.base import created_at_field, jsonb_field, workspace_of_parent, workspace_pk
-from models.profile import profile_fk
+from models.profile import profile_of_row
 
 
 class Event(SQLModel, table=True):
@@ -34,7 +34,7 @@ class Event(SQLModel, table=True):
         sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
     )
     workspace_id: uuid.UUID = workspace_of_parent()  # the profile's
-    profile_id: uuid.UUID = profile_fk()
+    profile_id: uuid.UUID = profile_of_row()
     metric: str = Field(max_length=255)
     message_id: str = Field(max_length=255)
     occurred_at: datetime = created_at_field()

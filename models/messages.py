@@ -45,7 +45,7 @@ from models.base import (
     workspace_fk,
     workspace_of_parent,
 )
-from models.profile import Channel, profile_fk
+from models.profile import Channel, profile_of_row
 
 
 class MessageStatus(enum.StrEnum):
@@ -109,7 +109,7 @@ class Message(SQLModel, table=True):
             "sent_at",
             postgresql_where=text("NOT transactional AND sent_at IS NOT NULL"),
         ),
-        # Erasure (FK cascade) and a profile's message history.
+        # Erasure, merge and a profile's message history.
         Index("ix_messages_profile_created", "profile_id", "created_at"),
         # Metrics per flow step and per campaign message.
         Index(
@@ -129,7 +129,7 @@ class Message(SQLModel, table=True):
 
     id: uuid.UUID = id_field()
     workspace_id: uuid.UUID = workspace_of_parent()  # the profile's
-    profile_id: uuid.UUID = profile_fk()
+    profile_id: uuid.UUID = profile_of_row()
     channel: Channel = Field(sa_type=String(16))
     source_type: SourceType = Field(sa_type=String(16))
     flow_id: str | None = Field(default=None, max_length=255)

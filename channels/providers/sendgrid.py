@@ -174,13 +174,12 @@ class SendGridEmailProvider:
             for group in groups.values()
             for i in range(0, len(group), MAX_PERSONALIZATIONS)
         ]
-        by_id = {
-            r.message_id: r
-            for r in await run_bounded(
-                (lambda batch=batch: self._send_batch(batch) for batch in batches),
-                self.concurrency,
-            )
-        }
+        results = await run_bounded(
+            (lambda batch=batch: self._send_batch(batch) for batch in batches), self.concurrency
+        )
+        if len(batches) == 1:  # one request (a copy to 1,000 at most): its results, in order
+            return results
+        by_id = {r.message_id: r for r in results}
         return [by_id[email.message_id] for email in emails]
 
     def _content_key(self, email: OutgoingEmail) -> tuple:
