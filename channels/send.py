@@ -204,7 +204,8 @@ def _provider_name(provider: Any) -> str:
 
 
 class _Sender:
-    """One call of the send path over a list of recipients."""
+    """One call of the send path over a list of recipients. `providers`: the channel providers
+    to send with; None: the workspace's own (`channels.credentials.providers_for`)."""
 
     def __init__(self, engine: AsyncEngine, settings: Any, spec: _Spec, providers: Any) -> None:
         self.engine = engine
@@ -673,18 +674,6 @@ class _Sender:
             await session.commit()
 
 
-async def _run(
-    engine: AsyncEngine,
-    settings: Any,
-    spec: _Spec,
-    recipients: list[_Recipient],
-    heartbeat: Callable[..., None] | None,
-    providers: Any,
-) -> dict[str, _Result]:
-    """`providers`: the workspace's own (`channels.credentials.providers_for`) when None."""
-    return await _Sender(engine, settings, spec, providers).run(recipients, heartbeat)
-
-
 def _spec(input: SendMessageInput | SendMessagesInput) -> _Spec:
     return _Spec(
         workspace_id=input.workspace_id,
@@ -719,7 +708,7 @@ async def send_one(
     recipient = _Recipient(
         input.idempotency_key, input.profile_id, str(input.profile_id), input.event
     )
-    results = await _run(engine, settings, _spec(input), [recipient], None, providers)
+    results = await _Sender(engine, settings, _spec(input), providers).run([recipient], None)
     result = results.get(input.idempotency_key)
     if result is None:  # the profile is gone (erased): nothing to send, nothing to record
         return SendMessageResult(outcome=SendOutcome.skipped, skip_reason="no_profile")
@@ -757,7 +746,7 @@ async def send_many_outcomes(
         for profile_id in dict.fromkeys(input.profile_ids)
         for ref in (str(profile_id),)
     ]
-    results = await _run(engine, settings, _spec(input), recipients, heartbeat, providers)
+    results = await _Sender(engine, settings, _spec(input), providers).run(recipients, heartbeat)
     summary = SendMessagesResult(missing=len(recipients) - len(results))
     skipped: Counter[str] = Counter()
     by_key = {r.key: r.profile_id for r in recipients}
