@@ -7,7 +7,9 @@ Two steps, in this order, used by the REST API and the CLI:
    and their change log, and push subscriptions. Its events (with their outbox rows) and its
    messages (with their history) have no foreign key to it (`models.profile.profile_of_row`):
    they go in the statement after the profile's, so that a writer that locked the profile has
-   committed by then (its rows go too), and none can write for it any more. Suppressions are
+   committed by then (its rows go too), and none can write for it any more. Its messages are
+   locked before the profile is deleted, in the order the send path and webhooks lock them
+   (`ingest.profiles.lock_messages`). Suppressions are
    keyed by address, not profile, so the ones for its email and phone go explicitly.
    Segment memberships go first, explicitly (`segments.membership.remove_profiles`), so each
    segment's `member_count` drops with them; no exit is logged: the profile's change log
@@ -34,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from ingest.profiles import lock_messages
 from workflows.search_attributes import PROFILE_ID, WORKSPACE_ID
 
 log = structlog.get_logger(__name__)
@@ -75,6 +78,7 @@ async def erase_profile(
     from segments.membership import remove_profiles  # segments build on ingest
 
     await remove_profiles(session, workspace_id, [profile_id], log_exits=False)
+    await lock_messages(session, workspace_id, profile_id)
     row = (
         await session.execute(_DELETE_PROFILE, {"id": profile_id, "ws": workspace_id})
     ).one_or_none()

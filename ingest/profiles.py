@@ -183,6 +183,19 @@ _MOVE = (
     "WHERE profile_id = :source ON CONFLICT DO NOTHING",
 )
 
+# A profile's messages, locked before the profile is deleted (erasure, merge). Recording a
+# message's outcome or engagement locks the message, then the profile (its event): taken in
+# the same order, the deletion waits for it instead of deadlocking with it.
+_LOCK_MESSAGES = text(
+    "SELECT FROM messages WHERE workspace_id = :ws AND profile_id = :id FOR UPDATE"
+)
+
+
+async def lock_messages(session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID):
+    """Lock the profile's messages until the transaction ends (see `_LOCK_MESSAGES`)."""
+    await session.execute(_LOCK_MESSAGES, {"ws": workspace_id, "id": profile_id})
+
+
 _MOVE_AFTER = (
     "UPDATE events SET profile_id = :target WHERE workspace_id = :ws AND profile_id = :source",
     "UPDATE messages SET profile_id = :target WHERE workspace_id = :ws AND profile_id = :source",
@@ -244,6 +257,7 @@ async def merge_profiles(
     for statement in _MOVE:
         await session.execute(text(statement), params)
     await session.execute(_MOVE_LISTS, {**params, "ws": workspace_id, "reason": MERGED})
+    await lock_messages(session, workspace_id, source)
     # Take the source's identifiers off it before the target takes them (unique indexes).
     fill = ", ".join(f"{c} = coalesce(t.{c}, s.{c})" for c in ("external_id", *RESERVED))
     await session.execute(

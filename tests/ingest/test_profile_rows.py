@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import text
 
 from channels import ledger_new
@@ -163,3 +164,38 @@ async def test_an_event_tracked_during_a_merge_lands_on_the_surviving_profile(
         ("Viewed Product", target),
         ("Viewed Product", target),
     ]
+
+
+@pytest.mark.parametrize("deletion", ["erasure", "merge"])
+async def test_deleting_a_profile_while_a_message_s_outcome_is_recorded_does_not_deadlock(
+    engine, workspaces, deletion
+):
+    """Recording an outcome locks the message, then (its "Received" event) the profile; so does
+    engagement from a webhook. Erasure and merge lock the profile's messages before deleting the
+    profile, in the same order: they wait for the recording instead of deadlocking with it."""
+    ws = await workspaces.create()
+    profile_id, target = await _profile(engine, ws.id), await _profile(engine, ws.id)
+    async with session_scope(engine) as session:
+        _, [message_id] = await _write(session, ws.id, profile_id, "sent")
+
+    async def delete() -> None:
+        async with session_scope(engine) as session:
+            if deletion == "erasure":
+                assert await erase_profile(session, ws.id, profile_id)
+            else:
+                await merge_profiles(session, ws.id, profile_id, target)
+
+    async with session_factory(engine)() as recorder:
+        await recorder.execute(
+            text("UPDATE messages SET status = 'sent' WHERE id = :id"), {"id": message_id}
+        )
+        deleting = asyncio.create_task(delete())
+        await _until_a_lock_is_awaited(engine)  # the deletion waits for the message
+        event = NewEvent(profile_id, "Received Email", "received", datetime.now(UTC))
+        assert len(await store_events(recorder, ws.id, [event])) == 1
+        await recorder.commit()
+    await deleting
+    assert await _rows_of(engine, profile_id) == {"events": 0, "messages": 0, "outbox": 0}
+    # A merge moves them: the message, the event written with it and the one recorded.
+    moved = {"events": 2, "messages": 1} if deletion == "merge" else {"events": 0, "messages": 0}
+    assert await _rows_of(engine, target) == moved | {"outbox": 0}
