@@ -57,6 +57,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -355,12 +356,10 @@ class _Sender:
             await ledger.mark_outcomes(session, ws, unknown, now)
             sendable = await self._gate(session, reopened, fresh, now)
             await session.commit()
+        # Providers that hold connections (Twilio's HTTP client) keep them for the whole call.
         provider = self._provider()
-        if owned and hasattr(provider, "__aenter__"):
-            # Providers that hold connections (Twilio's HTTP client) keep them for the whole call.
-            async with provider:
-                await self._pipeline(sendable, heartbeat)
-        else:
+        held = provider if owned and hasattr(provider, "__aenter__") else nullcontext()
+        async with held:
             await self._pipeline(sendable, heartbeat)
         if self.pending:
             raise OutcomePending(
